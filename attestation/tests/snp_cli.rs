@@ -1,5 +1,7 @@
 //! The `cvm-attest verify` contract for SNP, through the real binary: exit codes 0/1/2 and the JSON keys.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

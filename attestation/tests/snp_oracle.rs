@@ -1,5 +1,7 @@
 //! Differential test: the `sev` crate (a test oracle only) parses the same real reports to the same fields.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

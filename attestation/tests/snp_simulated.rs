@@ -3,6 +3,8 @@
 //! bindings, product consistency, CRLs, and the `simulated` flag. The production code path is the same; only
 //! the trust root differs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{policy, reason};

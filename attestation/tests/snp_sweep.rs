@@ -4,6 +4,8 @@
 //! that leaves no supported version (UNSUPPORTED_VERSION), in SIGNATURE_ALGO, or one that makes SIGNING_KEY
 //! reserved/none or sets MASK_CHIP_KEY (UNSUPPORTED_SIG_ALGO).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! roots and only its VCEK/VLEK, with the manifest's decoded fields as claims; and every way of breaking one
 //! is refused with the reason DESIGN.md's check order gives.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -25,7 +27,13 @@ fn every_manifest_vector_is_accepted_at_its_time_with_the_manifest_fields_as_cla
     for v in snp_vectors() {
         let fields = &v.entry["fields"];
         let debug = fields["policy_decoded"]["debug"].as_bool().unwrap();
-        let verdict = run(&verifier, &v.report, &[v.leaf.clone()], &allow_debug, v.at);
+        let verdict = run(
+            &verifier,
+            &v.report,
+            std::slice::from_ref(&v.leaf),
+            &allow_debug,
+            v.at,
+        );
         assert!(verdict.accepted(), "{}: {:?}", v.id, verdict.outcome);
         assert!(!verdict.simulated);
         let claims = &verdict.claims;
@@ -107,7 +115,7 @@ fn the_go_sev_guest_debug_report_is_refused_by_default_and_accepted_with_allow_d
     let ok = run(
         &builtin(),
         &v.report,
-        &[v.leaf.clone()],
+        std::slice::from_ref(&v.leaf),
         &policy("allow_debug = true"),
         v.at,
     );
@@ -273,7 +281,7 @@ fn policy_refusals_each_have_their_code() {
         let verdict = run(
             &verifier,
             &v.report,
-            &[v.leaf.clone()],
+            std::slice::from_ref(&v.leaf),
             &policy(&toml),
             v.at,
         );
@@ -284,7 +292,7 @@ fn policy_refusals_each_have_their_code() {
     let verdict = run(
         &verifier,
         &t.report,
-        &[t.leaf.clone()],
+        std::slice::from_ref(&t.leaf),
         &policy("[snp]\nmin_tcb = { microcode = 116 }"),
         t.at,
     );
@@ -302,7 +310,7 @@ fn policy_refusals_each_have_their_code() {
         let verdict = run(
             &verifier,
             &turin.report,
-            &[turin.leaf.clone()],
+            std::slice::from_ref(&turin.leaf),
             &policy(toml),
             turin.at,
         );
@@ -474,7 +482,7 @@ fn a_milan_vcek_with_a_genoa_chain_is_refused() {
         run(
             &verifier,
             &v.report,
-            &[v.leaf.clone()],
+            std::slice::from_ref(&v.leaf),
             &cvm_attest::Policy::default(),
             v.at
         )
@@ -485,7 +493,7 @@ fn a_milan_vcek_with_a_genoa_chain_is_refused() {
     let verdict = run(
         &verifier,
         &g.report,
-        &[g.leaf.clone()],
+        std::slice::from_ref(&g.leaf),
         &cvm_attest::Policy::default(),
         g.at,
     );
@@ -504,7 +512,7 @@ fn the_vlek_chain_goes_through_the_asvk() {
     let verdict = run(
         &verifier,
         &v.report,
-        &[v.leaf.clone()],
+        std::slice::from_ref(&v.leaf),
         &cvm_attest::Policy::default(),
         v.at,
     );

@@ -1,5 +1,5 @@
 //! Shared helpers for the SNP integration tests: where the vectors are, the manifest, small builders.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use cvm_attest::snp::{SnpInputs, SnpVerifier};
 use cvm_attest::{Policy, Reason, Verdict};
