@@ -28,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(h) = HclReport::parse(data) {
         let _ = h.var_data_digest();
     }
-    let certs = vec![VCEK_MILAN.to_vec(), VCEK_TURIN.to_vec(), VLEK_MILAN.to_vec()];
+    let certs = vec![
+        VCEK_MILAN.to_vec(),
+        VCEK_TURIN.to_vec(),
+        VLEK_MILAN.to_vec(),
+    ];
     let mut policy = Policy::default();
     policy.allow_debug = data.first() == Some(&0);
     let verdict = verifier().verify(
