@@ -141,11 +141,7 @@ impl SnpVerifier {
     }
 }
 
-/// The accepted result: constructed only by step 6, after every other step's token.
-#[derive(Debug)]
-pub struct Accepted {
-    _proof: (),
-}
+pub use step6::Accepted;
 
 mod step1 {
     //! Step 1: structure and version.
@@ -565,6 +561,12 @@ mod step5 {
 mod step6 {
     //! Step 6: the appraisal policy.
     use super::*;
+
+    /// The accepted result: constructed only here, by step 6, which needs every other step's token.
+    #[derive(Debug)]
+    pub struct Accepted {
+        _proof: (),
+    }
 
     pub fn check_policy(
         s: &step1::Structure<'_>,
