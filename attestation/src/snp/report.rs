@@ -87,11 +87,11 @@ macro_rules! newtype_consts {
 newtype_consts! {
     /// The report format version (VERSION).
     ReportVersion(u32) {
-        /// SNP firmware before 1.55: no CPUID fields.
+        /// The original layout: no CPUID fields.
         V2 = 2,
-        /// Firmware 1.55+: CPUID_FAM_ID / CPUID_MOD_ID / CPUID_STEP.
+        /// Adds CPUID_FAM_ID / CPUID_MOD_ID / CPUID_STEP.
         V3 = 3,
-        /// Firmware 1.55.3x+: launch and current mitigation vectors.
+        /// Newer firmware: adds LAUNCH_MIT_VECTOR and CURRENT_MIT_VECTOR.
         V5 = 5,
     } names { V2 => "2", V3 => "3", V5 => "5", }
 }
