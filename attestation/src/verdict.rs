@@ -85,6 +85,8 @@ const KEY_CLAIMS: &[&str] = &[
     "version",
     "product",
     "signer",
+    "evidence_format",
+    "csp_id",
     "debug",
     "vmpl",
     "measurement",
