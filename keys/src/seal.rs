@@ -335,7 +335,7 @@ fn read_one<R: Read>(input: &mut R) -> io::Result<Option<u8>> {
 }
 
 /// The STREAM nonce for chunk `counter`: prefix ‖ counter (u32 BE) ‖ last flag.
-fn chunk_nonce(prefix: &[u8; NONCE_PREFIX_LEN], counter: u32, last: bool) -> Nonce {
+pub(crate) fn chunk_nonce(prefix: &[u8; NONCE_PREFIX_LEN], counter: u32, last: bool) -> Nonce {
     let mut n = [0u8; 12];
     n[..NONCE_PREFIX_LEN].copy_from_slice(prefix);
     n[NONCE_PREFIX_LEN..NONCE_PREFIX_LEN + 4].copy_from_slice(&counter.to_be_bytes());
@@ -343,7 +343,7 @@ fn chunk_nonce(prefix: &[u8; NONCE_PREFIX_LEN], counter: u32, last: bool) -> Non
     Nonce::assume_unique_for_key(n)
 }
 
-fn aead_key(key: &Key256) -> Result<LessSafeKey, SealError> {
+pub(crate) fn aead_key(key: &Key256) -> Result<LessSafeKey, SealError> {
     // AES-256 accepts every 32-byte key; `new` only fails for a wrong length, which the type rules out.
     UnboundKey::new(&AES_256_GCM, key.as_bytes())
         .map(LessSafeKey::new)
