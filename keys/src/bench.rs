@@ -92,7 +92,11 @@ impl std::fmt::Display for BenchReport {
             self.size as f64 / (1u64 << 30) as f64,
             self.chunk_size
         )?;
-        writeln!(f, "raw AES-256-GCM, 64 KiB in place : {:6.2} GB/s", self.raw_gbps)?;
+        writeln!(
+            f,
+            "raw AES-256-GCM, 64 KiB in place : {:6.2} GB/s",
+            self.raw_gbps
+        )?;
         writeln!(
             f,
             "seal   stream -> sink            : {:6.2} GB/s  ratio {:.3}",
@@ -106,13 +110,25 @@ impl std::fmt::Display for BenchReport {
             ratio(self.unseal_gbps)
         )?;
         if let Some(g) = self.file_seal_gbps {
-            writeln!(f, "seal   stream -> temp file       : {g:6.2} GB/s  ratio {:.3}", ratio(g))?;
+            writeln!(
+                f,
+                "seal   stream -> temp file       : {g:6.2} GB/s  ratio {:.3}",
+                ratio(g)
+            )?;
         }
         if let Some(g) = self.file_unseal_gbps {
-            writeln!(f, "unseal temp file -> sink         : {g:6.2} GB/s  ratio {:.3}", ratio(g))?;
+            writeln!(
+                f,
+                "unseal temp file -> sink         : {g:6.2} GB/s  ratio {:.3}",
+                ratio(g)
+            )?;
         }
         match self.peak_rss_kib {
-            Some(k) => write!(f, "peak RSS (VmHWM)                 : {:.1} MiB", k as f64 / 1024.0),
+            Some(k) => write!(
+                f,
+                "peak RSS (VmHWM)                 : {:.1} MiB",
+                k as f64 / 1024.0
+            ),
             None => write!(f, "peak RSS (VmHWM)                 : unavailable"),
         }
     }
@@ -156,7 +172,11 @@ fn raw_aes_gcm(key: &Key256, size: u64) -> Result<f64, BenchError> {
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&counter.to_be_bytes());
         let tag = k
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf[..n])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut buf[..n],
+            )
             .map_err(|_| BenchError::Crypto)?;
         std::hint::black_box(tag.as_ref());
         done += n as u64;

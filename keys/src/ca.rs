@@ -144,7 +144,10 @@ fn check_server_name(name: &str) -> Result<(), &'static str> {
         if label.is_empty() || label.len() > 63 {
             return Err("every DNS label must have 1 to 63 characters");
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err("DNS labels may only contain letters, digits and '-'");
         }
         if label.starts_with('-') || label.ends_with('-') {
@@ -310,7 +313,11 @@ mod tests {
                 assert_eq!(mode, 0o600, "{name}");
                 assert!(std::fs::read_to_string(p).unwrap().contains("PRIVATE KEY"));
             } else {
-                assert!(std::fs::read_to_string(p).unwrap().contains("BEGIN CERTIFICATE"));
+                assert!(
+                    std::fs::read_to_string(p)
+                        .unwrap()
+                        .contains("BEGIN CERTIFICATE")
+                );
             }
         }
         assert!(matches!(init_ca(&out, &names), Err(CaError::Exists(_))));

@@ -54,7 +54,10 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CborError> {
 }
 
 /// Decodes exactly one value from `bytes`, refusing inputs longer than `max_len` before parsing.
-pub fn from_slice_capped<T: DeserializeOwned>(bytes: &[u8], max_len: usize) -> Result<T, CborError> {
+pub fn from_slice_capped<T: DeserializeOwned>(
+    bytes: &[u8],
+    max_len: usize,
+) -> Result<T, CborError> {
     if bytes.len() > max_len {
         return Err(CborError::TooLarge {
             len: bytes.len(),
@@ -134,7 +137,10 @@ mod tests {
     fn rejects_trailing_bytes() {
         let mut v = to_vec(&msg()).unwrap();
         v.push(0);
-        assert!(matches!(from_slice::<Msg>(&v), Err(CborError::TrailingBytes)));
+        assert!(matches!(
+            from_slice::<Msg>(&v),
+            Err(CborError::TrailingBytes)
+        ));
     }
 
     #[test]

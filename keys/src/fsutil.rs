@@ -55,9 +55,9 @@ impl AtomicFile {
     /// Creates the temporary file (mode 0600) in the directory of `dest`.
     pub(crate) fn create(dest: &Path) -> io::Result<Self> {
         let dir = parent_dir(dest);
-        let name = dest
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
+        let name = dest.file_name().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name")
+        })?;
         let rng = ring::rand::SystemRandom::new();
         // A few attempts in case a stale temporary file with the same random name exists.
         for _ in 0..8 {

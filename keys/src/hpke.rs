@@ -282,7 +282,13 @@ fn extract_and_expand(dh: &[u8], kem_context: &[u8]) -> Result<Zeroizing<[u8; NH
     let suite = kem_suite_id();
     let eae_prk = labeled_extract(&suite, b"", b"eae_prk", dh);
     let mut shared = Zeroizing::new([0u8; NH]);
-    labeled_expand(&suite, &eae_prk[..], b"shared_secret", kem_context, &mut shared[..])?;
+    labeled_expand(
+        &suite,
+        &eae_prk[..],
+        b"shared_secret",
+        kem_context,
+        &mut shared[..],
+    )?;
     Ok(shared)
 }
 
@@ -603,7 +609,10 @@ mod tests {
     fn seal_base_round_trips_and_refuses_a_wrong_key_or_info() {
         let kp = HpkeKeyPair::generate().unwrap();
         let (enc, ct) = seal_base(kp.public_key(), b"info", b"", b"secret").unwrap();
-        assert_eq!(&open_base(&kp, &enc, b"info", b"", &ct).unwrap()[..], b"secret");
+        assert_eq!(
+            &open_base(&kp, &enc, b"info", b"", &ct).unwrap()[..],
+            b"secret"
+        );
         assert_eq!(
             open_base(&kp, &enc, b"other", b"", &ct).unwrap_err(),
             HpkeError::OpenFailed

@@ -103,7 +103,10 @@ impl Key256 {
 
     /// The key's public identifier (see [`KeyId`]).
     pub fn key_id(&self) -> KeyId {
-        let mac = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.0[..]), KEY_ID_LABEL);
+        let mac = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &self.0[..]),
+            KEY_ID_LABEL,
+        );
         let mut id = [0u8; 16];
         id.copy_from_slice(&mac.as_ref()[..16]);
         KeyId(id)
@@ -111,7 +114,9 @@ impl Key256 {
 
     /// The key in key-file format (one line).
     pub fn to_file_contents(&self) -> Zeroizing<String> {
-        let mut s = Zeroizing::new(String::with_capacity(KEY_FILE_PREFIX.len() + 2 * KEY_LEN + 1));
+        let mut s = Zeroizing::new(String::with_capacity(
+            KEY_FILE_PREFIX.len() + 2 * KEY_LEN + 1,
+        ));
         s.push_str(KEY_FILE_PREFIX);
         let mut h = Zeroizing::new(hex::encode(&self.0[..]));
         s.push_str(&h);

@@ -263,7 +263,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Unseal(a) => cmd_unseal(a),
         Command::Inspect { file, json } => cmd_inspect(&file, json),
         Command::Ca(CaCommand::Init { out, server_names }) => {
-            let paths = ca::init_ca(&out, &server_names).map_err(|e| Failure::Error(e.to_string()))?;
+            let paths =
+                ca::init_ca(&out, &server_names).map_err(|e| Failure::Error(e.to_string()))?;
             for p in paths.files {
                 eprintln!("wrote {}", p.display());
             }
@@ -274,7 +275,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             chunk_size,
             temp_dir,
         } => {
-            let size = bench::parse_size(&size).map_err(|e| Failure::Error(format!("--size: {e}")))?;
+            let size =
+                bench::parse_size(&size).map_err(|e| Failure::Error(format!("--size: {e}")))?;
             let chunk_size = parse_chunk_size(&chunk_size)?;
             let report = bench::run(&bench::BenchOptions {
                 size,
@@ -302,4 +304,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

@@ -297,7 +297,10 @@ pub fn read_header<R: Read>(input: &mut R) -> Result<(Header, Vec<u8>), SealErro
     if n < prefix.len() {
         return Err(SealError::MalformedHeader("truncated header length".into()));
     }
-    let len = usize::from(u16::from_be_bytes([prefix[MAGIC.len()], prefix[MAGIC.len() + 1]]));
+    let len = usize::from(u16::from_be_bytes([
+        prefix[MAGIC.len()],
+        prefix[MAGIC.len() + 1],
+    ]));
     if len == 0 || len > MAX_HEADER_LEN {
         return Err(SealError::MalformedHeader(format!(
             "header length {len} is outside 1..={MAX_HEADER_LEN}"
@@ -560,7 +563,10 @@ mod tests {
         assert_eq!(used, h.encode().unwrap().len());
         for n in 0..used {
             assert!(Header::parse(&sealed[..n]).is_err(), "prefix {n} accepted");
-            assert!(read_header(&mut &sealed[..n]).is_err(), "prefix {n} accepted");
+            assert!(
+                read_header(&mut &sealed[..n]).is_err(),
+                "prefix {n} accepted"
+            );
         }
     }
 
