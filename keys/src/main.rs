@@ -72,6 +72,9 @@ enum Command {
         /// Also seal to and unseal from a temporary file in this directory (removed afterwards).
         #[arg(long, value_name = "DIR")]
         temp_dir: Option<PathBuf>,
+        /// Interleaved repetitions; the best of each measurement is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
 }
 
@@ -274,6 +277,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             size,
             chunk_size,
             temp_dir,
+            rounds,
         } => {
             let size =
                 bench::parse_size(&size).map_err(|e| Failure::Error(format!("--size: {e}")))?;
@@ -282,6 +286,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 size,
                 chunk_size,
                 temp_dir,
+                rounds,
             })
             .map_err(|e| Failure::Error(format!("bench: {e}")))?;
             println!("{report}");
