@@ -26,6 +26,17 @@ pub fn report_data(nonce: &[u8], hpke_public_key: &[u8], resource: &[u8]) -> [u8
     out
 }
 
+/// The prefix of the HPKE `info` under which the service seals a released secret.
+pub const SECRET_INFO_PREFIX: &[u8] = b"cvm-attest/v1 secret";
+
+/// The HPKE `info` for a secret released for `resource`: `"cvm-attest/v1 secret" ‖ resource`.
+pub fn secret_info(resource: &[u8]) -> Vec<u8> {
+    let mut info = Vec::with_capacity(SECRET_INFO_PREFIX.len() + resource.len());
+    info.extend_from_slice(SECRET_INFO_PREFIX);
+    info.extend_from_slice(resource);
+    info
+}
+
 /// Checks `report_data` against the expected binding in constant time.
 pub fn verify(
     report_data_field: &[u8],
@@ -57,6 +68,11 @@ mod tests {
         let rd = report_data(&nonce, &pk, b"db-password");
         assert_eq!(hex::encode(rd), KAT);
         assert!(verify(&rd, &nonce, &pk, b"db-password"));
+    }
+
+    #[test]
+    fn builds_the_secret_info() {
+        assert_eq!(secret_info(b"db"), b"cvm-attest/v1 secretdb".to_vec());
     }
 
     #[test]
