@@ -635,6 +635,37 @@ mod tests {
     }
 
     #[test]
+    fn open_base_refuses_a_tampered_ciphertext_or_enc() {
+        let kp = HpkeKeyPair::generate().unwrap();
+        let (enc, ct) = seal_base(kp.public_key(), b"i", b"a", b"secret").unwrap();
+        for i in 0..ct.len() {
+            let mut t = ct.clone();
+            t[i] ^= 1;
+            assert!(open_base(&kp, &enc, b"i", b"a", &t).is_err(), "byte {i}");
+        }
+        let mut e = enc;
+        e[0] ^= 1;
+        assert!(open_base(&kp, &e, b"i", b"a", &ct).is_err());
+        assert!(open_base(&kp, &enc, b"i", b"b", &ct).is_err());
+        assert!(open_base(&kp, &enc[..31], b"i", b"a", &ct).is_err());
+    }
+
+    #[test]
+    fn rejects_an_export_longer_than_255_hashes() {
+        let kp = HpkeKeyPair::generate().unwrap();
+        let (_, ctx) = Suite::PROTOCOL
+            .setup_sender(kp.public_key(), b"", None, None)
+            .unwrap();
+        let mut ok = vec![0u8; 255 * 32];
+        ctx.export(b"c", &mut ok).unwrap();
+        let mut too_long = vec![0u8; 255 * 32 + 1];
+        assert_eq!(
+            ctx.export(b"c", &mut too_long),
+            Err(HpkeError::ExportTooLong(255 * 32 + 1))
+        );
+    }
+
+    #[test]
     fn refuses_half_given_psk_inputs() {
         let kp = HpkeKeyPair::generate().unwrap();
         let psk = Psk {
