@@ -8,7 +8,7 @@
 //! - [`seal`]: sealed files (chunked AES-256-GCM STREAM), streaming in constant memory.
 //! - [`keyfile`]: 256-bit key files.
 //! - [`ca`]: a P-256 CA with server and admin client certificates for mutual TLS.
-//! - [`bench`]: the throughput benchmark behind `cvm-keys bench`.
+//! - [`bench`](mod@bench): the throughput benchmark behind `cvm-keys bench`.
 
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
