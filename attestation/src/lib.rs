@@ -1,12 +1,19 @@
 //! `cvm-attest`: evidence formats (SEV-SNP reports, TDX quotes), their verifiers, the appraisal policy,
 //! the simulator, the protocol and the attestation service.
 
+pub mod admin;
+pub mod client;
 pub mod cursor;
+pub mod nonce;
 pub mod pki;
 pub mod policy;
+pub mod protocol;
 pub mod reason;
+pub mod server;
 pub mod snp;
+pub mod store;
 pub mod tdx;
+pub mod token;
 pub mod verdict;
 pub mod verify;
 

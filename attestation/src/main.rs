@@ -21,6 +21,19 @@ enum Command {
     /// Exit 2: usage or I/O error. Nothing is fetched from the network: certificates, CRLs and
     /// collateral come from files.
     Verify(VerifyArgs),
+    /// Run the HTTPS attestation service (see README "cvm-attest serve" for the configuration file).
+    ///
+    /// Stops on SIGTERM or SIGINT after finishing in-flight requests.
+    Serve(ServeArgs),
+    /// Administer a running service over mutual TLS: secrets and the audit log.
+    Admin(cvm_attest::admin::AdminArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -58,6 +71,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Verify(args) => run_verify(args),
+        Command::Serve(args) => match cvm_attest::server::serve_blocking(&args.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cvm-attest serve: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Admin(args) => match cvm_attest::admin::run(&args) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cvm-attest admin: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

@@ -1,0 +1,305 @@
+//! The wire protocol of DESIGN.md "Protocol": the CBOR bodies of every endpoint, their size limits and the
+//! paths. Byte fields are CBOR byte strings, keys are text strings; decoding is capped and rejects trailing
+//! bytes and unknown fields (through [`cvm_keys::cbor`], the only door to the codec).
+
+use crate::reason::Reason;
+use serde::{Deserialize, Serialize};
+
+/// Largest request body the service reads (64 KiB): anything larger is refused with 413 before parsing,
+/// limiting the memory a peer can make the service allocate.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Shortest nonce the protocol allows.
+pub const MIN_NONCE_LEN: usize = 32;
+/// Longest resource (secret) name.
+pub const MAX_RESOURCE_LEN: usize = 128;
+/// Length of an X25519 HPKE public key.
+pub const HPKE_PUBLIC_KEY_LEN: usize = cvm_keys::hpke::NPK;
+/// Most certificates an attest request may carry.
+pub const MAX_CERTS: usize = 8;
+
+/// `POST /v1/challenge`.
+pub const PATH_CHALLENGE: &str = "/v1/challenge";
+/// `POST /v1/attest`.
+pub const PATH_ATTEST: &str = "/v1/attest";
+/// `GET /v1/token-key`: the token verification key as a COSE_Key (CBOR).
+pub const PATH_TOKEN_KEY: &str = "/v1/token-key";
+/// Prefix of `PUT/GET/DELETE /v1/admin/secrets/{name}`; `GET /v1/admin/secrets` lists.
+pub const PATH_ADMIN_SECRETS: &str = "/v1/admin/secrets";
+/// `GET /v1/admin/audit`.
+pub const PATH_ADMIN_AUDIT: &str = "/v1/admin/audit";
+/// `GET /healthz`.
+pub const PATH_HEALTHZ: &str = "/healthz";
+/// `GET /metrics` (Prometheus text).
+pub const PATH_METRICS: &str = "/metrics";
+/// The content type of every CBOR body.
+pub const CONTENT_TYPE_CBOR: &str = "application/cbor";
+
+/// The TEE named in an attest request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeeKind {
+    /// AMD SEV-SNP: `evidence` is an attestation report.
+    Snp,
+    /// Intel TDX: `evidence` is a quote.
+    Tdx,
+}
+
+impl From<TeeKind> for crate::Tee {
+    fn from(t: TeeKind) -> Self {
+        match t {
+            TeeKind::Snp => crate::Tee::Snp,
+            TeeKind::Tdx => crate::Tee::Tdx,
+        }
+    }
+}
+
+/// Body of `POST /v1/challenge`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    /// The secret the guest will ask for.
+    pub resource: String,
+}
+
+/// Answer to `POST /v1/challenge`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeResponse {
+    /// The nonce (at least [`MIN_NONCE_LEN`] bytes) to bind into the evidence.
+    #[serde(with = "cvm_keys::cbor::bytes")]
+    pub nonce: Vec<u8>,
+    /// When the nonce stops being accepted, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// Body of `POST /v1/attest`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestRequest {
+    /// The secret asked for (the same as in the challenge).
+    pub resource: String,
+    /// The nonce from the challenge.
+    #[serde(with = "cvm_keys::cbor::bytes")]
+    pub nonce: Vec<u8>,
+    /// Which TEE produced `evidence`.
+    pub tee: TeeKind,
+    /// The SNP attestation report or TDX quote.
+    #[serde(with = "cvm_keys::cbor::bytes")]
+    pub evidence: Vec<u8>,
+    /// DER certificates: the VCEK/VLEK for SNP (may be empty when the service holds it).
+    #[serde(with = "byte_list")]
+    pub certs: Vec<Vec<u8>>,
+    /// The guest's ephemeral X25519 public key (32 bytes).
+    #[serde(with = "cvm_keys::cbor::bytes")]
+    pub hpke_public_key: Vec<u8>,
+}
+
+/// A secret sealed with HPKE base mode to the guest's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedSecret {
+    /// The HPKE encapsulated key.
+    #[serde(with = "cvm_keys::cbor::bytes")]
+    pub enc: Vec<u8>,
+    /// The AES-256-GCM ciphertext and tag.
+    #[serde(with = "cvm_keys::cbor::bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// Answer to `POST /v1/attest`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestResponse {
+    /// The attestation result: a COSE_Sign1 (ES256) over the claims (see [`crate::token`]).
+    #[serde(with = "cvm_keys::cbor::bytes")]
+    pub token: Vec<u8>,
+    /// The secret, sealed to `hpke_public_key`.
+    pub secret: SealedSecret,
+}
+
+/// Every error body: `{code, message}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// A reason code of DESIGN.md, or one of the transport codes of [`codes`].
+    pub code: String,
+    /// What was wrong, in words.
+    pub message: String,
+}
+
+/// Error codes for refusals that are not about evidence (DESIGN.md's reason codes cover the rest).
+pub mod codes {
+    /// The body is larger than [`super::MAX_BODY`].
+    pub const TOO_LARGE: &str = "TOO_LARGE";
+    /// No such endpoint or admin object.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// The method is not allowed on this path.
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    /// An admin endpoint was called without an admin client certificate.
+    pub const ADMIN_CERT_REQUIRED: &str = "ADMIN_CERT_REQUIRED";
+    /// The service is at capacity.
+    pub const OVERLOADED: &str = "OVERLOADED";
+    /// The body was not read in time.
+    pub const TIMEOUT: &str = "TIMEOUT";
+    /// The service failed internally (storage, randomness).
+    pub const INTERNAL: &str = "INTERNAL";
+    /// An admin request is not valid (bad name, bad policy).
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+}
+
+impl ErrorBody {
+    /// An error body for a reason code.
+    pub fn reason(reason: Reason, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code: reason.code().to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Body of `PUT /v1/admin/secrets/{name}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecretRequest {
+    /// The secret value.
+    #[serde(with = "cvm_keys::cbor::bytes")]
+    pub value: Vec<u8>,
+    /// The appraisal policy (TOML text of DESIGN.md).
+    pub policy: String,
+}
+
+/// Answer to `GET /v1/admin/secrets/{name}`: the policy and facts about the value, never the value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretInfo {
+    /// The secret's name.
+    pub name: String,
+    /// The policy TOML.
+    pub policy: String,
+    /// The policy id: lowercase hex SHA-256 of the policy TOML.
+    pub policy_id: String,
+    /// Length of the value in bytes.
+    pub value_len: u64,
+    /// When it was stored, Unix seconds.
+    pub updated_at: i64,
+}
+
+/// Answer to `GET /v1/admin/secrets`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretList {
+    /// Secret names, sorted.
+    pub names: Vec<String>,
+}
+
+/// Answer to `GET /v1/admin/audit`: the audit log's JSON lines, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditResponse {
+    /// One JSON object per line.
+    pub records: Vec<String>,
+}
+
+/// Whether `name` is a valid resource (secret) name: 1 to [`MAX_RESOURCE_LEN`] bytes of `A-Z a-z 0-9 . _ -`,
+/// not starting with `.` (so it is also a safe file name).
+pub fn valid_resource_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_RESOURCE_LEN
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Serde helpers for a list of CBOR byte strings.
+pub mod byte_list {
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use serde::ser::{SerializeSeq, Serializer};
+    use std::fmt;
+
+    struct Bytes<'a>(&'a [u8]);
+    impl serde::Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Owned(#[serde(with = "cvm_keys::cbor::bytes")] Vec<u8>);
+
+    /// Serializes a list of byte strings.
+    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for item in v {
+            seq.serialize_element(&Bytes(item))?;
+        }
+        seq.end()
+    }
+
+    /// Deserializes a list of at most [`super::MAX_CERTS`] byte strings.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<Vec<u8>>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of byte strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Owned(item)) = seq.next_element()? {
+                    if out.len() == super::MAX_CERTS {
+                        return Err(de::Error::custom("too many certificates"));
+                    }
+                    out.push(item);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// Decodes a request body of type `T` (capped at [`MAX_BODY`], no trailing bytes).
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, cvm_keys::cbor::CborError> {
+    cvm_keys::cbor::from_slice_capped(body, MAX_BODY)
+}
+
+/// Encodes a body.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, cvm_keys::cbor::CborError> {
+    cvm_keys::cbor::to_vec(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attest_request_round_trips_with_byte_strings() {
+        let req = AttestRequest {
+            resource: "db".into(),
+            nonce: vec![1; 40],
+            tee: TeeKind::Tdx,
+            evidence: vec![2; 10],
+            certs: vec![vec![3; 5], vec![]],
+            hpke_public_key: vec![4; 32],
+        };
+        let bytes = encode(&req).unwrap();
+        // The nonce is a byte string (major type 2, length 40: 0x58 0x28), not an array.
+        assert!(bytes.windows(2).any(|w| w == [0x58, 0x28]));
+        assert_eq!(decode::<AttestRequest>(&bytes).unwrap(), req);
+        for cut in 0..bytes.len() {
+            assert!(decode::<AttestRequest>(&bytes[..cut]).is_err());
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(decode::<AttestRequest>(&trailing).is_err());
+    }
+
+    #[test]
+    fn resource_names_are_safe_file_names() {
+        assert!(valid_resource_name("db-key_1.v2"));
+        for bad in ["", ".hidden", "a/b", "..", "a b", &"x".repeat(129)] {
+            assert!(!valid_resource_name(bad), "{bad}");
+        }
+    }
+}

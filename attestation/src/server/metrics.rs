@@ -1,0 +1,180 @@
+//! Prometheus text metrics: requests by endpoint and status, attestation verdicts by reason, latency
+//! histograms by endpoint, and the process's CPU time (so a load generator can divide server CPU by work).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: BTreeMap<(&'static str, u16), u64>,
+    verdicts: BTreeMap<(&'static str, &'static str), u64>,
+    latency: BTreeMap<&'static str, Histogram>,
+}
+
+/// The service's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    /// Count one request to `endpoint` answered with `status` after `elapsed`.
+    pub fn request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *m.requests.entry((endpoint, status)).or_default() += 1;
+        let h = m.latency.entry(endpoint).or_default();
+        let secs = elapsed.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+
+    /// Count one attestation outcome: `"release"` or a reason code, for `tee`.
+    pub fn verdict(&self, tee: &'static str, outcome: &'static str) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *m.verdicts.entry((tee, outcome)).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP cvm_attest_requests_total Requests by endpoint and HTTP status."
+        );
+        let _ = writeln!(out, "# TYPE cvm_attest_requests_total counter");
+        for ((endpoint, status), n) in &m.requests {
+            let _ = writeln!(
+                out,
+                "cvm_attest_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP cvm_attest_verdicts_total Attestations by TEE and outcome (release or reason code)."
+        );
+        let _ = writeln!(out, "# TYPE cvm_attest_verdicts_total counter");
+        for ((tee, outcome), n) in &m.verdicts {
+            let _ = writeln!(
+                out,
+                "cvm_attest_verdicts_total{{tee=\"{tee}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP cvm_attest_request_duration_seconds Request latency by endpoint."
+        );
+        let _ = writeln!(out, "# TYPE cvm_attest_request_duration_seconds histogram");
+        for (endpoint, h) in &m.latency {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "cvm_attest_request_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "cvm_attest_request_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "cvm_attest_request_duration_seconds_sum{{endpoint=\"{endpoint}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "cvm_attest_request_duration_seconds_count{{endpoint=\"{endpoint}\"}} {}",
+                h.count
+            );
+        }
+        if let Some(cpu) = process_cpu_seconds() {
+            let _ = writeln!(
+                out,
+                "# HELP process_cpu_seconds_total User and system CPU time of the service."
+            );
+            let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter");
+            let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
+        }
+        out
+    }
+}
+
+/// Linux's USER_HZ as exposed in /proc (fixed at 100 on every architecture's userspace ABI).
+const USER_HZ: f64 = 100.0;
+
+/// User + system CPU seconds of this process, from /proc/self/stat.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command (which may contain spaces) start after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the command (0-based from state).
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
+}
+
+/// Read one sample's value from a Prometheus text (exact series name with labels).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_cpu() {
+        let m = Metrics::default();
+        m.request("attest", 200, Duration::from_millis(3));
+        m.verdict("snp", "release");
+        let text = m.render();
+        assert_eq!(
+            sample(
+                &text,
+                "cvm_attest_requests_total{endpoint=\"attest\",status=\"200\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "cvm_attest_request_duration_seconds_bucket{endpoint=\"attest\",le=\"0.002\"}"
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "cvm_attest_request_duration_seconds_bucket{endpoint=\"attest\",le=\"0.005\"}"
+            ),
+            Some(1.0)
+        );
+        assert!(sample(&text, "process_cpu_seconds_total").is_some());
+    }
+}
