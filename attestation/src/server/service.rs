@@ -9,12 +9,15 @@ use crate::protocol::{self as p, ErrorBody, codes};
 use crate::reason::{Reason, Rejection};
 use crate::store::{AuditLog, AuditRecord, SecretStore, StoreError};
 use crate::token::{TokenClaims, TokenSigner};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Oversized bodies up to this size are read and dropped before the 413; larger ones are not read.
+const DRAIN_MAX: usize = 1 << 20;
 
 /// The response type of every handler.
 pub type Reply = Response<Full<Bytes>>;
@@ -254,30 +257,45 @@ impl Service {
                 format!("request bodies are limited to {} bytes", p::MAX_BODY),
             )
         };
-        if let Some(len) = req
+        let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            && len > p::MAX_BODY as u64
-        {
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > DRAIN_MAX as u64) {
+            // Not worth reading: answer now (the connection closes with the body unread).
             return Err(too_large());
         }
-        let limited = Limited::new(req.into_body(), p::MAX_BODY);
-        match tokio::time::timeout(
-            Duration::from_secs(self.limits.body_timeout_secs),
-            limited.collect(),
-        )
-        .await
-        {
+        let read = async {
+            let mut body = req.into_body();
+            let mut buf = Vec::new();
+            let mut total = 0usize;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| malformed(format!("cannot read the body: {e}")))?;
+                if let Ok(data) = frame.into_data() {
+                    total = total.saturating_add(data.len());
+                    if total > DRAIN_MAX {
+                        return Err(too_large());
+                    }
+                    if total <= p::MAX_BODY {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+            }
+            // Oversized bodies up to DRAIN_MAX are read to the end and dropped, so that the client sees the
+            // 413 instead of a reset connection.
+            if total > p::MAX_BODY {
+                return Err(too_large());
+            }
+            Ok(Bytes::from(buf))
+        };
+        match tokio::time::timeout(Duration::from_secs(self.limits.body_timeout_secs), read).await {
             Err(_) => Err(Refusal::new(
                 StatusCode::REQUEST_TIMEOUT,
                 codes::TIMEOUT,
                 "the request body was not received in time",
             )),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Ok(Err(e)) => Err(malformed(format!("cannot read the body: {e}"))),
-            Ok(Ok(c)) => Ok(c.to_bytes()),
+            Ok(r) => r,
         }
     }
 

@@ -1,0 +1,129 @@
+//! Shared set-up for the `serve_*` tests: a CA with server and admin certificates, a KEK, a configuration
+//! file, and a service on an ephemeral loopback port (in-process or as the real binary).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use cvm_attest::client::{Client, tls_config};
+use cvm_attest::server::{Config, Server};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use tokio::sync::oneshot;
+
+pub const ALLOW_ALL: &str = "allow_debug = false\n";
+
+/// A directory with everything a service needs.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// CA, KEK and config; `extra` is appended to the configuration (e.g. `mode`, `[limits]`).
+    pub fn new(top: &str, limits: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        cvm_keys::ca::init_ca(&dir.path().join("pki"), &["127.0.0.1".to_string()]).unwrap();
+        cvm_keys::Key256::generate()
+            .unwrap()
+            .write_new_file(&dir.path().join("kek"))
+            .unwrap();
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\n{top}\n[tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\n\
+             admin_client_ca = \"pki/ca.pem\"\n[store]\ndir = \"state\"\nkek_file = \"kek\"\n{limits}\n"
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        Fixture { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.path("config.toml")).unwrap()
+    }
+
+    /// An anonymous client.
+    pub fn client(&self, addr: SocketAddr) -> Client {
+        let tls = tls_config(&self.path("pki/ca.pem"), None).unwrap();
+        Client::new(&format!("https://{addr}"), tls).unwrap()
+    }
+
+    /// A client with the admin certificate.
+    pub fn admin(&self, addr: SocketAddr) -> Client {
+        let tls = tls_config(
+            &self.path("pki/ca.pem"),
+            Some((&self.path("pki/admin.pem"), &self.path("pki/admin.key"))),
+        )
+        .unwrap();
+        Client::new(&format!("https://{addr}"), tls).unwrap()
+    }
+}
+
+/// A service running in this process.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn start(config: &Config) -> Running {
+        let server = Server::bind(config).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        Running {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.unwrap();
+    }
+}
+
+/// The real binary, `cvm-attest serve --config`.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    pub fn start(config: &Path) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cvm-attest"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if let Some(a) = line.strip_prefix("cvm-attest: listening on https://") {
+                break a.parse().unwrap();
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Process { child, addr }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
