@@ -112,10 +112,21 @@ pub struct Released {
     pub token: Vec<u8>,
 }
 
+/// Evidence as the attest request carries it.
+#[derive(Clone, Debug)]
+pub struct Evidence {
+    /// Which TEE produced it.
+    pub tee: TeeKind,
+    /// The SNP report or TDX quote.
+    pub evidence: Vec<u8>,
+    /// Certificates to send along (SNP: the VCEK, or none when the service holds it).
+    pub certs: Vec<Vec<u8>>,
+}
+
 /// Produces evidence whose REPORT_DATA is the given 64 bytes: the guest's TEE, or the simulator in tests.
 pub trait EvidenceSource {
-    /// `(tee, evidence, certs)` for `report_data`.
-    fn evidence(&self, report_data: &[u8; 64]) -> Result<(TeeKind, Vec<u8>, Vec<Vec<u8>>), String>;
+    /// Evidence for `report_data`.
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, String>;
 }
 
 impl Client {
@@ -257,7 +268,11 @@ impl Client {
             keys.public_key(),
             resource.as_bytes(),
         );
-        let (tee, evidence, certs) = source
+        let Evidence {
+            tee,
+            evidence,
+            certs,
+        } = source
             .evidence(&report_data)
             .map_err(ClientError::Evidence)?;
         let resp = self

@@ -8,12 +8,15 @@ use cvm_attest::store::SecretStore;
 use serve_common::{Fixture, Process};
 use std::sync::{Arc, Mutex};
 
+/// Writes the server acknowledged: (name, value).
+type Acked = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_survives_sigkill() {
     let f = Fixture::new("", "");
     let mut server = Process::start(&f.path("config.toml"));
     let addr = server.addr;
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let acked: Acked = Arc::default();
     let mut tasks = Vec::new();
     for writer in 0..4 {
         let mut admin = f.admin(addr);
