@@ -454,6 +454,7 @@ impl TdxVerifier {
     }
 
     fn parse_pck(&self, pem: &[u8]) -> Result<PckEntry, Rejection> {
+        check_pem_layout(pem)?;
         let mut ders = Vec::new();
         for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
             let block =
@@ -871,6 +872,35 @@ impl TdxVerifier {
             }
         }
         Ok(CollateralValid { tcb })
+    }
+}
+
+/// The certification data must be PEM `CERTIFICATE` blocks and whitespace, nothing else (the PEM reader
+/// would skip other text, which would leave bytes of the quote that no check covers).
+fn check_pem_layout(pem: &[u8]) -> Result<(), Rejection> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let bad = |m: &str| reject(Reason::Malformed, format!("PCK certificate chain: {m}"));
+    let mut text = std::str::from_utf8(pem).map_err(|_| bad("not text"))?;
+    loop {
+        text = text.trim_start_matches([' ', '\t', '\r', '\n']);
+        if text.is_empty() {
+            return Ok(());
+        }
+        let rest = text
+            .strip_prefix(BEGIN)
+            .ok_or_else(|| bad("text outside PEM CERTIFICATE blocks"))?;
+        let end = rest
+            .find(END)
+            .ok_or_else(|| bad("unterminated PEM block"))?;
+        let body = rest.get(..end).unwrap_or_default();
+        if !body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'\r' | b'\n'))
+        {
+            return Err(bad("PEM block holds other than base64"));
+        }
+        text = rest.get(end + END.len()..).unwrap_or_default();
     }
 }
 
