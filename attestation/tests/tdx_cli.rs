@@ -1,4 +1,5 @@
 //! The real `cvm-attest verify` binary on TDX quotes: exit codes 0/1/2 and the JSON contract.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod tdx_common;
 

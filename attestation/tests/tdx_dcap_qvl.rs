@@ -1,5 +1,6 @@
 //! Differential test against dcap-qvl (a test oracle only): for every vector both can judge, the same
 //! verdict and TCB status, fed the same collateral.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod tdx_common;
 

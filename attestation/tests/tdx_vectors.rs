@@ -1,5 +1,6 @@
 //! Every TDX quote of MANIFEST.json, verified as MANIFEST says a correct verifier concludes, at the time it
 //! names; then the same quotes stale, tampered, truncated and against policies.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod tdx_common;
 

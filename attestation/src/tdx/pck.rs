@@ -128,7 +128,7 @@ fn fixed<const N: usize>(contents: &[u8], what: &str) -> Result<[u8; N], Rejecti
 }
 
 /// The sub-OID arc after the SGX extensions OID (`…13.1.<arc>`), or `None` for another OID.
-fn arc<'o>(oid: &'o [u8]) -> Option<&'o [u8]> {
+fn arc(oid: &[u8]) -> Option<&[u8]> {
     oid.strip_prefix(SGX_EXTENSIONS_OID)
 }
 

@@ -189,8 +189,13 @@ pub struct Accepted {
     pub fmspc: [u8; 6],
     /// Whether every link of the PCK path was checked against a CRL.
     pub revocation_checked: bool,
-    _private: (),
+    /// Proof that step 9 made it.
+    _policy: PolicyChecked,
 }
+
+/// Made only by step 9.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PolicyChecked(());
 
 /// The result of [`TdxVerifier::verify`]: the outcome and the claims (filled as far as the quote parsed).
 #[derive(Clone, Debug)]
@@ -1136,39 +1141,39 @@ fn step9_policy(
         ("RTMR3", &p.rtmr3, td.rtmr[3]),
     ];
     for (what, allowed, value) in lists {
-        if let Some(allowed) = allowed {
-            if !allowed.iter().any(|a| a.0 == *value) {
-                return Err(reject(
-                    Reason::PolicyMeasurement,
-                    format!("{what} {} is not in the policy", hex::encode(value)),
-                ));
-            }
-        }
-    }
-    if let Some(want) = &p.mrconfigid {
-        if want.0 != *td.mrconfigid {
+        if let Some(allowed) = allowed
+            && !allowed.iter().any(|a| a.0 == *value)
+        {
             return Err(reject(
                 Reason::PolicyMeasurement,
-                format!(
-                    "MRCONFIGID {} differs from the policy's",
-                    hex::encode(td.mrconfigid)
-                ),
+                format!("{what} {} is not in the policy", hex::encode(value)),
             ));
         }
     }
-    if let Some(want) = &p.report_data {
-        if want.0 != *td.report_data {
-            return Err(reject(
-                Reason::PolicyReportData,
-                "REPORT_DATA differs from the policy's",
-            ));
-        }
+    if let Some(want) = &p.mrconfigid
+        && want.0 != *td.mrconfigid
+    {
+        return Err(reject(
+            Reason::PolicyMeasurement,
+            format!(
+                "MRCONFIGID {} differs from the policy's",
+                hex::encode(td.mrconfigid)
+            ),
+        ));
+    }
+    if let Some(want) = &p.report_data
+        && want.0 != *td.report_data
+    {
+        return Err(reject(
+            Reason::PolicyReportData,
+            "REPORT_DATA differs from the policy's",
+        ));
     }
     Ok(Accepted {
         tcb_status: judged.status,
         advisory_ids: judged.advisory_ids,
         fmspc: parsed.pck.ext.fmspc,
         revocation_checked: revocation.checked,
-        _private: (),
+        _policy: PolicyChecked(()),
     })
 }

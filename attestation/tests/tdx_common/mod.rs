@@ -1,5 +1,5 @@
 //! Shared helpers for the TDX tests: the vectors directory, MANIFEST.json's TDX entries and their collateral.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use cvm_attest::Policy;
 use cvm_attest::policy::TcbStatus;
