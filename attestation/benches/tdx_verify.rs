@@ -33,14 +33,21 @@ fn rate(secs: f64, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let secs: f64 = std::env::var("TDX_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let secs: f64 = std::env::var("TDX_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
     // The accepted vectors with CRLs dcap-qvl can take: v4 (b0c06f), v4 near (20a06f), v5 TDX 1.5 (90c06f).
     let vectors: Vec<Vector> = tdx_vectors()
         .into_iter()
-        .filter(|v| ["tdx-v4-dcapqvl", "tdx-v4-dcapqvl-near", "tdx-v5-gotdx"].contains(&v.id.as_str()))
+        .filter(|v| {
+            ["tdx-v4-dcapqvl", "tdx-v4-dcapqvl-near", "tdx-v5-gotdx"].contains(&v.id.as_str())
+        })
         .collect();
-    let sets: Vec<(Vec<u8>, Collateral, i64)> =
-        vectors.iter().map(|v| (v.quote.clone(), v.collateral().unwrap(), v.at())).collect();
+    let sets: Vec<(Vec<u8>, Collateral, i64)> = vectors
+        .iter()
+        .map(|v| (v.quote.clone(), v.collateral().unwrap(), v.at()))
+        .collect();
     let policy = Policy::default();
 
     // Raw: ring's P-256 verify of the quote signature, nothing else.
@@ -56,7 +63,9 @@ fn main() {
     let mut i = 0;
     let raw = rate(secs, || {
         let (key, msg, sig) = &raw_inputs[i % raw_inputs.len()];
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key).verify(black_box(msg), sig).unwrap();
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key)
+            .verify(black_box(msg), sig)
+            .unwrap();
         i += 1;
     });
 
@@ -89,7 +98,8 @@ fn main() {
         .iter()
         .map(|v| {
             let json: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(v.v3_file.as_ref().unwrap()).unwrap()).unwrap();
+                serde_json::from_slice(&std::fs::read(v.v3_file.as_ref().unwrap()).unwrap())
+                    .unwrap();
             let s = |k: &str| json[k].as_str().unwrap().to_owned();
             let h = |k: &str| hex::decode(json[k].as_str().unwrap()).unwrap();
             let c = dcap_qvl::QuoteCollateralV3 {
@@ -115,19 +125,51 @@ fn main() {
     });
 
     let goal = 0.8 * raw / 2.0;
-    println!("TDX quote verification, one thread, {} quotes round-robin (v4, v4, v5/TDX 1.5)", sets.len());
+    println!(
+        "TDX quote verification, one thread, {} quotes round-robin (v4, v4, v5/TDX 1.5)",
+        sets.len()
+    );
     println!("{:<44} {:>12} {:>22}", "", "per second", "ratio");
-    println!("{:<44} {:>12.0} {:>22}", "ring P-256 verify (raw)", raw, "1.00 x raw");
-    println!("{:<44} {:>12.0} {:>22}", "goal: 0.8 x raw / 2", goal, "0.40 x raw");
+    println!(
+        "{:<44} {:>12.0} {:>22}",
+        "ring P-256 verify (raw)", raw, "1.00 x raw"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>22}",
+        "goal: 0.8 x raw / 2", goal, "0.40 x raw"
+    );
     println!(
         "{:<44} {:>12.0} {:>22}",
         "cvm TdxVerifier, warm collateral",
         warm,
-        format!("{:.2} x raw/2 ({})", warm / (raw / 2.0), if warm >= goal { "meets goal" } else { "BELOW goal" })
+        format!(
+            "{:.2} x raw/2 ({})",
+            warm / (raw / 2.0),
+            if warm >= goal {
+                "meets goal"
+            } else {
+                "BELOW goal"
+            }
+        )
     );
-    println!("{:<44} {:>12.0} {:>22}", "cvm TdxVerifier, cold (new verifier)", cold, format!("{:.2} x raw", cold / raw));
-    println!("{:<44} {:>12.0} {:>22}", "dcap-qvl 0.7 QuoteVerifier::verify", dcap, format!("{:.2} x raw", dcap / raw));
-    println!("{:<44} {:>12} {:>22}", "warm cvm / dcap-qvl", "", format!("{:.1} x", warm / dcap));
+    println!(
+        "{:<44} {:>12.0} {:>22}",
+        "cvm TdxVerifier, cold (new verifier)",
+        cold,
+        format!("{:.2} x raw", cold / raw)
+    );
+    println!(
+        "{:<44} {:>12.0} {:>22}",
+        "dcap-qvl 0.7 QuoteVerifier::verify",
+        dcap,
+        format!("{:.2} x raw", dcap / raw)
+    );
+    println!(
+        "{:<44} {:>12} {:>22}",
+        "warm cvm / dcap-qvl",
+        "",
+        format!("{:.1} x", warm / dcap)
+    );
 }
 
 fn vectors_dir() -> std::path::PathBuf {
