@@ -140,7 +140,7 @@ impl Sim {
     }
 
     fn verifier(&self) -> TdxVerifier {
-        TdxVerifier::with_trust_roots(&[self.root.der.clone()]).unwrap()
+        TdxVerifier::with_trust_roots(std::slice::from_ref(&self.root.der)).unwrap()
     }
 
     /// A PCK leaf with these SGX extensions: (DER, key).
