@@ -404,11 +404,11 @@ mod tests {
     use super::*;
 
     fn vector(name: &str) -> Vec<u8> {
+        let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = std::env::var_os("CVM_VECTORS")
             .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors")
-            });
+            .or_else(|| Some(crate_dir.join("../../shared/vectors")).filter(|d| d.exists()))
+            .unwrap_or_else(|| crate_dir.join("../../../shared/vectors"));
         std::fs::read(dir.join("tdx").join(name)).unwrap()
     }
 
