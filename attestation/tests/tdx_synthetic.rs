@@ -206,7 +206,7 @@ impl Sim {
         }
         body.extend([0x99; 64]); // report data
         if spec.body_type == 3 {
-            body.extend([0u8; 16]);
+            body.extend(spec.tee_tcb_svn2.unwrap_or(spec.tee_tcb_svn));
             body.extend([0xaa; 48]);
         }
         let mut signed = header;
@@ -379,6 +379,8 @@ struct Spec {
     version: u16,
     body_type: u16,
     tee_tcb_svn: [u8; 16],
+    /// TDX 1.5 TEE_TCB_SVN2 (default: the same as TEE_TCB_SVN).
+    tee_tcb_svn2: Option<[u8; 16]>,
     td_attributes: [u8; 8],
     mrsignerseam: [u8; 48],
     qe_mrsigner: [u8; 32],
@@ -400,6 +402,7 @@ impl Default for Spec {
             version: 4,
             body_type: 2,
             tee_tcb_svn,
+            tee_tcb_svn2: None,
             td_attributes: [0, 0, 0, 0x10, 0, 0, 0, 0],
             mrsignerseam: [0; 48],
             qe_mrsigner: QE_MRSIGNER,
@@ -656,5 +659,35 @@ fn collateral_signed_under_another_root_is_refused() {
         Some(Reason::CollateralChainInvalid),
         "{:?}",
         v.result
+    );
+}
+
+#[test]
+fn tdx15_current_tcb_is_appraised_too() {
+    let sim = Sim::new();
+    let td15 = Spec {
+        version: 5,
+        body_type: 3,
+        ..Spec::default()
+    };
+    // Launched with an out-of-date module (SVN 3), running the current one (SVN 4) after a TD-preserving
+    // update: the launch status stands (OutOfDate) and a relaunch is advised.
+    let mut relaunch = td15.clone();
+    relaunch.tee_tcb_svn[0] = 3;
+    relaunch.tee_tcb_svn2 = Some(td15.tee_tcb_svn);
+    let v = sim.run(&relaunch, &Policy::default());
+    assert_eq!(reason(&v), Some(Reason::TcbOutOfDate));
+    assert_eq!(v.claims["tcb_status"], "OutOfDate");
+    assert_eq!(v.claims["current_tcb_status"], "UpToDate");
+    assert_eq!(v.claims["td_relaunch_advised"], true);
+    let ok = sim.run(&td15, &Policy::default());
+    assert_eq!(ok.claims["td_relaunch_advised"], false);
+    assert!(ok.result.is_ok());
+    // A current TCB no level knows: TCB_UNKNOWN, as for the launch TCB.
+    let mut unknown = td15.clone();
+    unknown.tee_tcb_svn2 = Some([0; 16]);
+    assert_eq!(
+        reason(&sim.run(&unknown, &accept_all())),
+        Some(Reason::TcbUnknown)
     );
 }

@@ -9,9 +9,12 @@
 //!    its MRSIGNER must equal MRSIGNERSEAM and SEAM_ATTRIBUTES & mask must equal its attributes; its status is
 //!    the first level with isvsvn ≤ TEE_TCB_SVN[0]. With major version 0, `tdxModule` (if given) is matched
 //!    the same way and has no status of its own.
-//! 3. The statuses converge: an `OutOfDate` module or QE makes an `UpToDate`/`SWHardeningNeeded` platform
-//!    `OutOfDate` and a `ConfigurationNeeded`/`ConfigurationAndSWHardeningNeeded` one
-//!    `OutOfDateConfigurationNeeded`; a `Revoked` one makes it `Revoked`.
+//! 3. The statuses converge (QVL `convergeTcbStatus…`): an `OutOfDate` module or QE makes an
+//!    `UpToDate`/`SWHardeningNeeded` platform `OutOfDate` and a `ConfigurationNeeded`/
+//!    `ConfigurationAndSWHardeningNeeded` one `OutOfDateConfigurationNeeded`; a `Revoked` one makes it
+//!    `Revoked`; other component statuses leave the platform status as it is.
+//! 4. TDX 1.5 reports also carry TEE_TCB_SVN2, the current TCB after a TD-preserving module update: it is
+//!    evaluated the same way and must match a level too (QVL `checkForRelaunch`).
 
 use super::collateral::{IsvSvnLevel, QeIdentity, TcbInfo, TcbLevel, TdxModuleIdentity};
 use super::pck::PckExtensions;
@@ -88,9 +91,14 @@ fn identity_matches(identity: &TdxModuleIdentity, td: &TdReport<'_>) -> Result<(
 }
 
 /// The TDX module's identity and level (step 2 above).
-pub fn module_level(info: &TcbInfo, td: &TdReport<'_>) -> Result<Option<ModuleMatch>, TcbError> {
-    let major = td.tee_tcb_svn[1];
-    let svn = td.tee_tcb_svn[0];
+/// `tee_tcb_svn` is TEE_TCB_SVN (the launch TCB) or, for TDX 1.5, TEE_TCB_SVN2 (the current TCB).
+pub fn module_level(
+    info: &TcbInfo,
+    td: &TdReport<'_>,
+    tee_tcb_svn: &[u8; 16],
+) -> Result<Option<ModuleMatch>, TcbError> {
+    let major = tee_tcb_svn[1];
+    let svn = tee_tcb_svn[0];
     if major == 0 {
         return match &info.tdx_module {
             Some(module) => {
@@ -126,7 +134,7 @@ pub fn converge(platform: TcbStatus, other: TcbStatus) -> TcbStatus {
     use TcbStatus::*;
     match other {
         Revoked => Revoked,
-        OutOfDate | OutOfDateConfigurationNeeded => match platform {
+        OutOfDate => match platform {
             UpToDate | SWHardeningNeeded => OutOfDate,
             ConfigurationNeeded | ConfigurationAndSWHardeningNeeded => OutOfDateConfigurationNeeded,
             p => p,

@@ -1063,40 +1063,42 @@ fn step8_tcb_level(
         )
     })?;
     claims.set("qe_status", json!(qe_level.status.as_str()));
-    let platform = tcb::platform_level(info, pck, td.tee_tcb_svn).ok_or_else(|| {
-        reject(
-            Reason::TcbUnknown,
-            "no TCB level matches the PCK certificate's SGX TCB and PCESVN and the TEE_TCB_SVN",
-        )
-    })?;
-    claims.set("platform_status", json!(platform.status.as_str()));
-    claims.set("tcb_date", json!(platform.tcb_date));
-    let module = tcb::module_level(info, td).map_err(|e| {
-        reject(
-            Reason::TcbUnknown,
-            match e {
-                TcbError::NoPlatformLevel => "no platform TCB level matches".to_owned(),
-                TcbError::NoModuleIdentity(v) => {
-                    format!("TCB info has no identity TDX_{v:02X} for the TDX module")
-                }
-                TcbError::ModuleMismatch(what) => {
-                    format!("the TDX module's {what} differ from its identity")
-                }
-                TcbError::NoModuleLevel(svn) => {
-                    format!("TDX module SVN {svn} is below every level of its identity")
-                }
-            },
-        )
-    })?;
-    let mut status = platform.status;
-    let mut advisory_ids: Vec<String> = platform.advisory_ids.clone();
-    if let Some(level) = module.as_ref().and_then(|m| m.level.as_ref()) {
+    // The launch TCB (TEE_TCB_SVN): platform level and TDX module level.
+    let launch = evaluate_tdx(info, pck, td, td.tee_tcb_svn, "TEE_TCB_SVN")?;
+    claims.set("platform_status", json!(launch.platform.status.as_str()));
+    claims.set("tcb_date", json!(launch.platform.tcb_date));
+    if let Some(level) = &launch.module {
         claims.set("tdx_module_status", json!(level.status.as_str()));
-        status = tcb::converge(status, level.status);
-        advisory_ids.extend(level.advisory_ids.iter().cloned());
     }
-    status = tcb::converge(status, qe_level.status);
+    let mut status = tcb::converge(launch.status, qe_level.status);
+    let mut advisory_ids = launch.advisory_ids;
     advisory_ids.extend(qe_level.advisory_ids.iter().cloned());
+    // TDX 1.5: the current TCB (TEE_TCB_SVN2) must be appraisable too. When the TD launched out of date but
+    // runs on a current TCB now, QVL says "TDRelaunchAdvised"; we keep the launch status (a policy must
+    // accept OutOfDate for it) and say `td_relaunch_advised: true`.
+    if let Some(svn2) = td.tee_tcb_svn2 {
+        let current = evaluate_tdx(info, pck, td, svn2, "TEE_TCB_SVN2")?;
+        let current_status = tcb::converge(current.status, qe_level.status);
+        claims.set("current_tcb_status", json!(current_status.as_str()));
+        if current_status == TcbStatus::Revoked {
+            status = TcbStatus::Revoked;
+        }
+        let launch_out_of_date = matches!(
+            status,
+            TcbStatus::OutOfDate | TcbStatus::OutOfDateConfigurationNeeded
+        );
+        let current_ok = matches!(
+            current_status,
+            TcbStatus::UpToDate
+                | TcbStatus::SWHardeningNeeded
+                | TcbStatus::ConfigurationNeeded
+                | TcbStatus::ConfigurationAndSWHardeningNeeded
+        );
+        claims.set(
+            "td_relaunch_advised",
+            json!(launch_out_of_date && current_ok),
+        );
+    }
     let mut seen = HashSet::new();
     advisory_ids.retain(|a| seen.insert(a.clone()));
     claims.set("tcb_status", json!(status.as_str()));
@@ -1114,6 +1116,61 @@ fn step8_tcb_level(
         ));
     }
     Ok(TcbJudged {
+        status,
+        advisory_ids,
+    })
+}
+
+/// A platform level and TDX module level for one TEE_TCB_SVN, converged.
+struct TdxTcb<'i> {
+    platform: &'i super::collateral::TcbLevel,
+    module: Option<super::collateral::IsvSvnLevel>,
+    status: TcbStatus,
+    advisory_ids: Vec<String>,
+}
+
+fn evaluate_tdx<'i>(
+    info: &'i TcbInfo,
+    pck: &PckExtensions,
+    td: &super::quote::TdReport<'_>,
+    tee_tcb_svn: &[u8; 16],
+    which: &str,
+) -> Result<TdxTcb<'i>, Rejection> {
+    let platform = tcb::platform_level(info, pck, tee_tcb_svn).ok_or_else(|| {
+        reject(
+            Reason::TcbUnknown,
+            format!(
+                "no TCB level matches the PCK certificate's SGX TCB and PCESVN and the {which}"
+            ),
+        )
+    })?;
+    let module = tcb::module_level(info, td, tee_tcb_svn).map_err(|e| {
+        reject(
+            Reason::TcbUnknown,
+            match e {
+                TcbError::NoPlatformLevel => "no platform TCB level matches".to_owned(),
+                TcbError::NoModuleIdentity(v) => {
+                    format!("TCB info has no identity TDX_{v:02X} for the TDX module ({which})")
+                }
+                TcbError::ModuleMismatch(what) => {
+                    format!("the TDX module's {what} differ from its identity")
+                }
+                TcbError::NoModuleLevel(svn) => {
+                    format!("TDX module SVN {svn} ({which}) is below every level of its identity")
+                }
+            },
+        )
+    })?;
+    let mut status = platform.status;
+    let mut advisory_ids = platform.advisory_ids.clone();
+    let module = module.and_then(|m| m.level);
+    if let Some(level) = &module {
+        status = tcb::converge(status, level.status);
+        advisory_ids.extend(level.advisory_ids.iter().cloned());
+    }
+    Ok(TdxTcb {
+        platform,
+        module,
         status,
         advisory_ids,
     })
