@@ -18,8 +18,8 @@
 //!    same root (`COLLATERAL_CHAIN_INVALID`), their signatures over the exact JSON bodies verify
 //!    (`COLLATERAL_SIG_INVALID`), and they and the signing certificates are current (`COLLATERAL_EXPIRED`).
 //! 8. TCB level: FMSPC and PCE-ID (`FMSPC_MISMATCH`), QE identity (`QE_IDENTITY_MISMATCH`), platform level,
-//!    TDX module identity (`TCB_UNKNOWN`), converged status (`TCB_REVOKED`, `TCB_OUT_OF_DATE` unless the
-//!    policy's `accept_tcb_status` names it).
+//!    TDX module identity (`TCB_UNKNOWN`), for TDX 1.5 the current TCB (TEE_TCB_SVN2) as well, converged
+//!    status (`TCB_REVOKED`, `TCB_OUT_OF_DATE` unless the policy's `accept_tcb_status` names it).
 //! 9. Policy: debug TDs (`POLICY_DEBUG`), MRTD/RTMR/MRCONFIGID (`POLICY_MEASUREMENT`), REPORT_DATA
 //!    (`POLICY_REPORT_DATA`). Only this step constructs [`Accepted`].
 //!
