@@ -202,6 +202,13 @@ impl Appraiser {
             }
             Tee::Tdx => self.tdx.verify(evidence, policy, at),
         };
+        if self.mode == Mode::Production && verdict.simulated && verdict.outcome.is_ok() {
+            // Production trusts no simulator root, so this cannot happen; refuse all the same.
+            verdict.outcome = Err(Rejection::new(
+                Reason::SimulatedNotAllowed,
+                "simulated evidence in production mode",
+            ));
+        }
         if self.mode == Mode::Production
             && let Err(r) = &verdict.outcome
             && r.reason != Reason::SimulatedNotAllowed
