@@ -324,7 +324,7 @@ impl Service {
         }
     }
 
-    fn known_resource(&self, name: &str) -> Result<crate::store::StoredSecret, Refusal> {
+    fn known_resource(&self, name: &str) -> Result<Arc<crate::store::StoredSecret>, Refusal> {
         if !p::valid_resource_name(name) {
             return Err(malformed(format!("{name:?} is not a valid resource name")));
         }
@@ -368,7 +368,7 @@ impl Service {
             _ => "unknown",
         };
         self.metrics.verdict(tee, outcome);
-        if let Err(e) = self.audit.append(&record) {
+        if let Err(e) = self.audit.append(&record).await {
             // No secret leaves without its audit record.
             eprintln!("cvm-attest: audit log write failed: {e}");
             return reply_refusal(Refusal::internal("audit log unavailable"));
@@ -496,33 +496,19 @@ impl Service {
                     self.store
                         .put(&name, &put.value, &put.policy, at)
                         .map_err(store_refusal)?;
-                    let _ = self.audit.append(&AuditRecord {
-                        time: at,
-                        event: "secret_put".into(),
-                        resource: name.clone(),
-                        verdict: "ok".into(),
-                        reason: None,
-                        tee: None,
-                        measurement: None,
-                        simulated: false,
-                        peer: Some(peer.addr.to_string()),
-                    });
+                    self.audit
+                        .append(&admin_record("secret_put", &name, peer))
+                        .await
+                        .map_err(Refusal::internal)?;
                     self.info(&name).map(|i| reply_cbor(StatusCode::OK, &i))
                 }
                 Method::GET => self.info(&name).map(|i| reply_cbor(StatusCode::OK, &i)),
                 Method::DELETE => {
                     self.store.delete(&name).map_err(store_refusal)?;
-                    let _ = self.audit.append(&AuditRecord {
-                        time: now(),
-                        event: "secret_delete".into(),
-                        resource: name.clone(),
-                        verdict: "ok".into(),
-                        reason: None,
-                        tee: None,
-                        measurement: None,
-                        simulated: false,
-                        peer: Some(peer.addr.to_string()),
-                    });
+                    self.audit
+                        .append(&admin_record("secret_delete", &name, peer))
+                        .await
+                        .map_err(Refusal::internal)?;
                     Ok(build(
                         StatusCode::NO_CONTENT,
                         p::CONTENT_TYPE_CBOR,
@@ -545,6 +531,21 @@ impl Service {
             value_len: s.value.len() as u64,
             updated_at: s.updated_at,
         })
+    }
+}
+
+/// The audit record of an admin change.
+fn admin_record(event: &str, name: &str, peer: Peer) -> AuditRecord {
+    AuditRecord {
+        time: now(),
+        event: event.into(),
+        resource: name.into(),
+        verdict: "ok".into(),
+        reason: None,
+        tee: None,
+        measurement: None,
+        simulated: false,
+        peer: Some(peer.addr.to_string()),
     }
 }
 

@@ -31,15 +31,22 @@ pub struct AuditRecord {
     pub peer: Option<String>,
 }
 
-/// The append-only audit log file.
+/// A record waiting for the writer, and who to tell when it is durable.
+type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<io::Result<()>>);
+
+/// Most records written with one fsync.
+const MAX_BATCH: usize = 4096;
+
+/// The append-only audit log file. Records go to one writer thread that appends whatever has queued up and
+/// fsyncs once per batch (group commit); [`AuditLog::append`] returns when its record is durable.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
-    file: Mutex<File>,
+    tx: Mutex<std::sync::mpsc::Sender<Pending>>,
 }
 
 impl AuditLog {
-    /// Open (creating, mode 0600) `state_dir/audit.jsonl` for appending.
+    /// Open (creating, mode 0600) `state_dir/audit.jsonl` for appending and start its writer thread.
     pub fn open(state_dir: &Path) -> io::Result<Self> {
         let path = state_dir.join("audit.jsonl");
         let file = OpenOptions::new()
@@ -48,19 +55,29 @@ impl AuditLog {
             .mode(0o600)
             .open(&path)?;
         super::atomic::sync_dir(state_dir)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Pending>();
+        std::thread::Builder::new()
+            .name("cvm-audit".into())
+            .spawn(move || writer(file, rx))?;
         Ok(AuditLog {
             path,
-            file: Mutex::new(file),
+            tx: Mutex::new(tx),
         })
     }
 
-    /// Append one record and fsync.
-    pub fn append(&self, record: &AuditRecord) -> io::Result<()> {
+    /// Append one record; returns once it is on disk (fsynced).
+    pub async fn append(&self, record: &AuditRecord) -> io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
         line.push(b'\n');
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(&line)?;
-        f.sync_data()
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send((line, done_tx))
+            .map_err(|_| io::Error::other("the audit writer stopped"))?;
+        done_rx
+            .await
+            .map_err(|_| io::Error::other("the audit writer stopped"))?
     }
 
     /// The last `max` lines, oldest first.
@@ -75,5 +92,30 @@ impl AuditLog {
             lines.push_back(line);
         }
         Ok(lines.into())
+    }
+}
+
+/// The writer thread: batch, append, fsync, acknowledge. Ends when every sender is gone.
+fn writer(mut file: File, rx: std::sync::mpsc::Receiver<Pending>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut buf = Vec::new();
+        for (line, _) in &batch {
+            buf.extend_from_slice(line);
+        }
+        let result = file.write_all(&buf).and_then(|()| file.sync_data());
+        for (_, done) in batch {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            };
+            let _ = done.send(r);
+        }
     }
 }

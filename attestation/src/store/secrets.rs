@@ -12,7 +12,9 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use zeroize::Zeroizing;
 
 /// File format version.
@@ -90,12 +92,17 @@ struct Plain {
     updated_at: i64,
 }
 
-/// The secrets of one store directory.
+/// The secrets of one store directory, with a cache of decrypted secrets (the service is the store's only
+/// writer; loading and invalidating happen under the cache's write lock, so the cache never goes stale).
 pub struct SecretStore {
     dir: PathBuf,
     key: LessSafeKey,
     rng: SystemRandom,
+    cache: RwLock<HashMap<String, Arc<StoredSecret>>>,
 }
+
+/// Most secrets kept decrypted in memory.
+const CACHE_MAX: usize = 4096;
 
 impl std::fmt::Debug for SecretStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,6 +133,7 @@ impl SecretStore {
             dir,
             key: LessSafeKey::new(key),
             rng: SystemRandom::new(),
+            cache: RwLock::new(HashMap::new()),
         })
     }
 
@@ -172,11 +180,35 @@ impl SecretStore {
             ciphertext,
         })
         .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        cache.remove(name);
         atomic::write_file(&path, &file, 0o600).map_err(|source| StoreError::Io { path, source })
     }
 
-    /// Read and decrypt a secret.
-    pub fn get(&self, name: &str) -> Result<StoredSecret, StoreError> {
+    /// Read and decrypt a secret (from the cache when it is there).
+    pub fn get(&self, name: &str) -> Result<Arc<StoredSecret>, StoreError> {
+        if let Some(s) = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(s.clone());
+        }
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = cache.get(name) {
+            return Ok(s.clone());
+        }
+        let secret = Arc::new(self.load(name)?);
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(name.to_owned(), secret.clone());
+        Ok(secret)
+    }
+
+    /// Read and decrypt a secret from its file.
+    fn load(&self, name: &str) -> Result<StoredSecret, StoreError> {
         let path = self.path(name)?;
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -217,6 +249,8 @@ impl SecretStore {
     /// Delete a secret.
     pub fn delete(&self, name: &str) -> Result<(), StoreError> {
         let path = self.path(name)?;
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        cache.remove(name);
         match atomic::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -276,6 +310,7 @@ mod tests {
         let pa = dir.path().join("secrets/a.secret");
         let pb = dir.path().join("secrets/b.secret");
         std::fs::copy(&pa, &pb).unwrap();
+        let s = SecretStore::open(dir.path(), &kek).unwrap();
         assert!(matches!(s.get("b"), Err(StoreError::Corrupt { .. })));
         let mut bytes = std::fs::read(&pa).unwrap();
         let last = bytes.len() - 1;
