@@ -150,6 +150,7 @@ impl TokenSigner {
 #[derive(Serialize, Deserialize)]
 struct Bstr(#[serde(with = "cvm_keys::cbor::bytes")] Vec<u8>);
 
+/// `Sig_structure = ["Signature1", protected, external_aad = h'', payload]` (RFC 9052 §4.4).
 fn sig_structure(payload: &[u8]) -> Result<Vec<u8>, TokenError> {
     Ok(cvm_keys::cbor::to_vec(&(
         "Signature1",
@@ -171,19 +172,13 @@ pub fn verify(token: &[u8], public_key: &[u8]) -> Result<TokenClaims, TokenError
             "the protected header must be exactly {1: -7}",
         ));
     }
-    let tbs = {
-        let mut s = sig_structure(&payload.0)?;
-        // Use the protected bytes as sent, not our canonical ones.
-        if protected.0 != PROTECTED {
-            s = cvm_keys::cbor::to_vec(&(
-                "Signature1",
-                Bstr(protected.0.clone()),
-                Bstr(Vec::new()),
-                Bstr(payload.0.clone()),
-            ))?;
-        }
-        s
-    };
+    // The signature covers the protected header bytes as sent.
+    let tbs = cvm_keys::cbor::to_vec(&(
+        "Signature1",
+        Bstr(protected.0),
+        Bstr(Vec::new()),
+        Bstr(payload.0.clone()),
+    ))?;
     signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, public_key)
         .verify(&tbs, &sig.0)
         .map_err(|_| TokenError::BadSignature)?;

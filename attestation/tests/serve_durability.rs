@@ -91,3 +91,51 @@ async fn every_acknowledged_write_survives_sigkill() {
                 .count()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = Fixture::new("", "");
+    let mut server = Process::start(&f.path("config.toml"));
+    f.admin(server.addr)
+        .put_secret("db", b"v", "")
+        .await
+        .unwrap();
+    let tls = cvm_attest::client::tls_config(&f.path("pki/ca.pem"), None).unwrap();
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let body = cvm_attest::protocol::encode(&cvm_attest::protocol::ChallengeRequest {
+        resource: "db".into(),
+    })
+    .unwrap();
+    let head = format!(
+        "POST /v1/challenge HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/cbor\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..2]).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // SIGTERM while the request is in flight.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // New connections are no longer accepted...
+    assert!(f.client(server.addr).challenge("db").await.is_err());
+    // ...but the request in flight completes.
+    stream.write_all(&body[2..]).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
