@@ -17,6 +17,9 @@ const E: u32 = 65537;
 /// one more for margin).
 const MR_ROUNDS: usize = 5;
 
+/// How many consecutive candidates are sieved from one random start.
+const SEARCH_WINDOW: usize = 1 << 16;
+
 /// How many small primes the sieve divides by before Miller–Rabin.
 const SIEVE_LIMIT: u32 = 8192;
 
@@ -88,19 +91,26 @@ fn prime(bits: usize, drbg: &mut Drbg, sieve: &[u32]) -> BigUint {
             *low |= 1;
         }
         let base = BigUint::from_bytes_be(&bytes);
-        let residues: Vec<u32> = sieve
-            .iter()
-            .map(|&p| (&base % p).try_into().unwrap_or(0u32))
-            .collect();
-        // Search odd offsets from `base`; give up on this base well before the top bits could change.
-        for delta in (0u32..1 << 16).step_by(2) {
-            let divisible = sieve
-                .iter()
-                .zip(&residues)
-                .any(|(&p, &r)| (u64::from(r) + u64::from(delta)) % u64::from(p) == 0);
-            if divisible {
-                continue;
+        // Mark the offsets in the window whose candidate a small prime divides.
+        let mut composite = vec![false; SEARCH_WINDOW];
+        for &p in sieve {
+            let r: u32 = (&base % p).try_into().unwrap_or(0);
+            let p = p as usize;
+            let mut offset = (p - r as usize) % p;
+            while offset < SEARCH_WINDOW {
+                if let Some(c) = composite.get_mut(offset) {
+                    *c = true;
+                }
+                offset += p;
             }
+        }
+        // Search odd offsets (the base is odd); give up on this base well before the top bits could change.
+        for (delta, _) in composite
+            .iter()
+            .enumerate()
+            .step_by(2)
+            .filter(|(_, composite)| !**composite)
+        {
             let candidate = &base + delta;
             if (&candidate - 1u32).gcd(&BigUint::from(E)) != BigUint::one() {
                 continue;
