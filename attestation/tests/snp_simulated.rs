@@ -62,7 +62,9 @@ fn ask(name: &str, ark: &Ca) -> Ca {
 /// One ARK and ASK per product for the whole test binary (RSA-4096 key generation is the slow part); the
 /// tests that need other keys call [`ark`] and [`ask`].
 fn shared_cas(name: &str) -> (Ca, Ca) {
-    static CACHE: Mutex<Vec<(String, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)>> = Mutex::new(Vec::new());
+    /// (product, ARK key, ARK DER, ASK key, ASK DER)
+    type Entry = (String, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+    static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
     let mut cache = CACHE.lock().unwrap();
     if !cache.iter().any(|c| c.0 == name) {
         let ark = ark(name);

@@ -9,24 +9,23 @@ use std::sync::OnceLock;
 /// The seed of the shared sim directory.
 pub const SEED: &[u8] = b"cvm simulator test seed, 32 byte";
 
-/// The shared sim directory (created once, removed when the process ends... or left in the temp dir).
+/// The shared sim directory, created once per test binary in a temporary directory.
 pub fn sim_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
+        let sim = dir.path().join("sim");
         sim::init(
-            &dir.path().join("sim"),
+            &sim,
             &InitOptions {
                 seed: Some(SEED.to_vec()),
                 ..Default::default()
             },
         )
         .unwrap();
-        dir
+        (dir, sim)
     })
-    .path()
-    .join("sim")
-    .leak()
+    .1
 }
 
 /// The `cvm-attest` binary.
