@@ -144,6 +144,40 @@ fn library_callers_not_in_simulated_mode_get_simulated_not_allowed() {
 }
 
 #[test]
+fn tdx_verifiers_not_in_simulated_mode_get_simulated_not_allowed() {
+    use cvm_attest::tdx::{Collateral, TdxVerifier};
+    let intel = SimIntel::load(sim_dir()).unwrap();
+    let quote = intel.tdx_quote(&Default::default()).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let collateral_dir = sim_dir().join("tdx/collateral");
+    let inputs = VerifyInputs {
+        trust_roots: Some(vec![intel.root_der().to_vec()]),
+        collateral: Some(collateral_dir.clone()),
+        at: now,
+        ..Default::default()
+    };
+    let v = cvm_attest::verify(&quote, None, &inputs).unwrap();
+    assert_eq!(v.outcome.unwrap_err().reason, Reason::SimulatedNotAllowed);
+    assert!(v.simulated);
+    // The server's reusable verifier: refused by default, accepted in simulated mode.
+    let verifier = TdxVerifier::with_trust_roots(&[intel.root_der().to_vec()]).unwrap();
+    let collateral =
+        Collateral::from_path(&collateral_dir, verifier.fmspc_of(&quote).as_ref()).unwrap();
+    let verdict: cvm_attest::Verdict = verifier
+        .verify(&quote, Some(&collateral), &Policy::default(), now)
+        .into();
+    assert_eq!(
+        verdict.outcome.unwrap_err().reason,
+        Reason::SimulatedNotAllowed
+    );
+    let verdict: cvm_attest::Verdict = verifier
+        .allow_simulated(true)
+        .verify(&quote, Some(&collateral), &Policy::default(), now)
+        .into();
+    assert!(verdict.accepted(), "{:?}", verdict.outcome);
+}
+
+#[test]
 fn loading_a_damaged_sim_directory_fails_with_errors_not_panics() {
     let tmp = tempfile::tempdir().unwrap();
     // Missing directory.
