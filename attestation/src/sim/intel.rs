@@ -364,3 +364,41 @@ impl IntelHierarchy {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tdx::pck::PckExtensions;
+
+    #[test]
+    fn the_sgx_extension_reads_back_with_the_verifiers_parser() {
+        let ext = PckExtensions::parse(&sgx_extension(&[7; 16], &[8; 16])).unwrap();
+        assert_eq!(ext.ppid, vec![7; 16]);
+        assert_eq!(ext.sgx_tcb_components, SGX_TCB_COMPONENTS);
+        assert_eq!(ext.cpusvn, SGX_TCB_COMPONENTS);
+        assert_eq!(ext.pcesvn, PCESVN);
+        assert_eq!(ext.pceid, PCE_ID);
+        assert_eq!(ext.fmspc, FMSPC);
+        assert_eq!(ext.sgx_type, 1);
+    }
+
+    #[test]
+    fn collateral_bodies_are_tdx_tcb_info_v3_and_td_qe_identity_v2() {
+        let tcb: serde_json::Value = serde_json::from_str(&tcb_info_body(0, 86_400)).unwrap();
+        assert_eq!(tcb["id"], "TDX");
+        assert_eq!(tcb["version"], 3);
+        assert_eq!(tcb["fmspc"], "90C06F000000");
+        assert_eq!(tcb["nextUpdate"], "1970-01-02T00:00:00Z");
+        assert_eq!(
+            tcb["tcbLevels"][0]["tcb"]["sgxtcbcomponents"]
+                .as_array()
+                .unwrap()
+                .len(),
+            16
+        );
+        assert_eq!(tcb["tdxModuleIdentities"][0]["id"], "TDX_01");
+        let qe: serde_json::Value = serde_json::from_str(&qe_identity_body(0, 86_400)).unwrap();
+        assert_eq!(qe["id"], "TD_QE");
+        assert_eq!(qe["version"], 2);
+    }
+}
