@@ -10,6 +10,7 @@ pub mod policy;
 pub mod protocol;
 pub mod reason;
 pub mod server;
+pub mod sim;
 pub mod snp;
 pub mod store;
 pub mod tdx;
