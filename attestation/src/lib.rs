@@ -2,6 +2,7 @@
 //! the simulator, the protocol and the attestation service.
 
 pub mod admin;
+pub mod bench_serve;
 pub mod client;
 pub mod cursor;
 pub mod nonce;

@@ -29,12 +29,23 @@ enum Command {
     Serve(ServeArgs),
     /// Administer a running service over mutual TLS: secrets and the audit log.
     Admin(cvm_attest::admin::AdminArgs),
+    /// Benchmarks. `bench serve`: the service under load (build with --release).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// A simulated TEE for CI, laptops and demos: a simulated AMD secure processor and TDX quoting enclave
     /// whose evidence is signed by simulated vendor chains (organization "cvm simulator", never AMD or
     /// Intel). `cvm-attest verify --trust-root` accepts it and says "simulated": true; the built-in roots
     /// refuse it.
     #[command(subcommand)]
     Sim(SimCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Start a simulated-mode service and run N HTTPS clients doing the full flow with SNP and TDX evidence;
+    /// report attestations/s, latency percentiles, errors and server CPU per attestation against one raw
+    /// ring signature verification.
+    Serve(cvm_attest::bench_serve::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -185,6 +196,16 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cvm-attest serve: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Bench(BenchCommand::Serve(args)) => match cvm_attest::bench_serve::run(&args) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cvm-attest bench serve: {e}");
                 ExitCode::from(2)
             }
         },

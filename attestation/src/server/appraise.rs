@@ -132,8 +132,9 @@ impl Appraiser {
         let (snp, mut snp_certs, tdx) = match (config.mode, &config.sim_dir) {
             (Mode::Simulated, Some(sim)) => {
                 let ark = read_certs(&sim.join("snp/ark.pem"))?;
-                let snp =
-                    SnpVerifier::with_trust_roots(&ark).map_err(|e| verifier_err(e.to_string()))?;
+                let snp = SnpVerifier::with_trust_roots(&ark)
+                    .map_err(|e| verifier_err(e.to_string()))?
+                    .allow_simulated(true);
                 let mut certs = read_certs(&sim.join("snp/vcek.der"))?;
                 certs.extend(read_certs(&sim.join("snp/ask.pem"))?);
                 let root = read_certs(&sim.join("tdx/root.pem"))?;

@@ -36,7 +36,7 @@ impl TdxBackend {
                 .map_err(|e| AppraiseSetupError::Verifier(e.to_string()))?,
         };
         Ok(TdxBackend {
-            verifier,
+            verifier: verifier.allow_simulated(allow_simulated),
             collateral_dir,
             collateral: RwLock::new(HashMap::new()),
             allow_simulated,
