@@ -34,6 +34,10 @@ pub struct AuditRecord {
 /// A record waiting for the writer, and who to tell when it is durable.
 type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<io::Result<()>>);
 
+/// How long the writer waits for more records before writing and fsyncing a batch: a little latency for
+/// far fewer fsyncs under load.
+const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// Most records written with one fsync.
 const MAX_BATCH: usize = 4096;
 
@@ -99,8 +103,11 @@ impl AuditLog {
 fn writer(mut file: File, rx: std::sync::mpsc::Receiver<Pending>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
+        // Group commit: gather what arrives within a short window, then one write and one fsync for all.
+        let deadline = std::time::Instant::now() + COMMIT_WINDOW;
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
                 Ok(p) => batch.push(p),
                 Err(_) => break,
             }
