@@ -97,7 +97,10 @@ impl TdxBackend {
                 "the quote chains to a simulated (\"cvm simulator\") root",
             ));
         }
-        let mut used: Vec<Vec<u8>> = embedded_certs(quote).iter().map(|c| sha256(c)).collect();
+        // The PCK chain as the quote carries it (hashed as sent, not re-encoded), then the collateral.
+        let mut used: Vec<Vec<u8>> = Quote::parse(quote)
+            .map(|q| vec![sha256(q.signature_data.pck_chain_pem)])
+            .unwrap_or_default();
         if let Some(c) = &collateral {
             used.push(c.id().to_vec());
         }
