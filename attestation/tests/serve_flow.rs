@@ -121,7 +121,11 @@ fn simulator() -> &'static Simulator {
 
 fn policy() -> String {
     let m = hex::encode(MEASUREMENT);
-    format!("[snp]\nmeasurements = [\"{m}\"]\n[tdx]\nmrtd = [\"{m}\"]\n")
+    // An offline report_data in the policy is ignored by the service, which checks the nonce binding instead.
+    let rd = "ab".repeat(64);
+    format!(
+        "[snp]\nmeasurements = [\"{m}\"]\nreport_data = \"{rd}\"\n[tdx]\nmrtd = [\"{m}\"]\nreport_data = \"{rd}\"\n"
+    )
 }
 
 fn simulated_fixture() -> Fixture {

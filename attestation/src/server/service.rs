@@ -404,9 +404,13 @@ impl Service {
                 ),
                 NonceError::Random => Refusal::internal(e),
             })?;
+        // The policy's report_data is for offline use: here REPORT_DATA is checked against the binding below.
+        let mut policy = secret.policy.clone();
+        policy.snp.report_data = None;
+        policy.tdx.report_data = None;
         let appraisal = self
             .appraiser
-            .appraise(tee, &r.evidence, &r.certs, &secret.policy, at);
+            .appraise(tee, &r.evidence, &r.certs, &policy, at);
         record.simulated = appraisal.verdict.simulated;
         record.measurement = appraisal.measurement().map(hex::encode);
         if let Err(rej) = &appraisal.verdict.outcome {
