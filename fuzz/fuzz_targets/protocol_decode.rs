@@ -13,7 +13,10 @@ where
 {
     if let Ok(value) = decode::<T>(data) {
         let again = encode(&value).expect("a decoded value encodes");
-        assert_eq!(decode::<T>(&again).expect("re-encoded value decodes"), value);
+        assert_eq!(
+            decode::<T>(&again).expect("re-encoded value decodes"),
+            value
+        );
     }
 }
 
