@@ -14,6 +14,7 @@ use crate::snp::chain::SIMULATOR_ORGANIZATION;
 use crate::verdict::{Tee, Verdict};
 use ring::digest;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Errors setting up the verifiers.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub struct Appraiser {
     mode: Mode,
     snp: SnpVerifier,
     snp_certs: Vec<Vec<u8>>,
+    snp_leaves: Vec<Vec<u8>>,
+    snp_warm: AtomicBool,
     tdx: super::tdx_backend::TdxBackend,
 }
 
@@ -162,10 +165,23 @@ impl Appraiser {
             snp_certs.extend(certs_in_dir(&dir.join("snp"))?);
             snp_certs.extend(certs_in_dir(dir)?);
         }
+        // The held VCEK/VLEKs (P-384 leaves) alone: once their chains are verified and cached, the
+        // intermediates need not be parsed again per request.
+        let snp_leaves = snp_certs
+            .iter()
+            .filter(|der| {
+                crate::pki::parse_cert(der)
+                    .ok()
+                    .is_some_and(|c| crate::snp::chain::p384_key(&c).is_some())
+            })
+            .cloned()
+            .collect();
         Ok(Appraiser {
             mode: config.mode,
             snp,
             snp_certs,
+            snp_leaves,
+            snp_warm: AtomicBool::new(false),
             tdx,
         })
     }
@@ -186,21 +202,8 @@ impl Appraiser {
         at: i64,
     ) -> Appraisal {
         let (mut verdict, collateral) = match tee {
-            Tee::Snp => {
-                let certs = if certs.is_empty() {
-                    &self.snp_certs
-                } else {
-                    certs
-                };
-                let inputs = crate::snp::SnpInputs {
-                    certs,
-                    crls: &[],
-                    policy,
-                    at,
-                };
-                let v = self.snp.verify(evidence, &inputs);
-                (v, certs.iter().map(|c| sha256(c)).collect())
-            }
+            Tee::Snp if certs.is_empty() => self.snp_with_held_certs(evidence, policy, at),
+            Tee::Snp => self.snp_with(certs, evidence, policy, at),
             Tee::Tdx => self.tdx.verify(evidence, policy, at),
         };
         if self.mode == Mode::Production && verdict.simulated && verdict.outcome.is_ok() {
@@ -228,6 +231,52 @@ impl Appraiser {
             verdict,
             collateral,
         }
+    }
+}
+
+impl Appraiser {
+    fn snp_with(
+        &self,
+        certs: &[Vec<u8>],
+        evidence: &[u8],
+        policy: &Policy,
+        at: i64,
+    ) -> (Verdict, Vec<Vec<u8>>) {
+        let inputs = crate::snp::SnpInputs {
+            certs,
+            crls: &[],
+            policy,
+            at,
+        };
+        let v = self.snp.verify(evidence, &inputs);
+        (v, certs.iter().map(|c| sha256(c)).collect())
+    }
+
+    /// SNP with the certificates the service holds: the leaves alone while their chains are cached (warm),
+    /// all of them (leaves and intermediates) otherwise. A chain failure with the leaves alone means the
+    /// cache forgot the chain: verify again with everything.
+    fn snp_with_held_certs(
+        &self,
+        evidence: &[u8],
+        policy: &Policy,
+        at: i64,
+    ) -> (Verdict, Vec<Vec<u8>>) {
+        if self.snp_warm.load(Ordering::Relaxed) {
+            let (v, used) = self.snp_with(&self.snp_leaves, evidence, policy, at);
+            let chain_missing = matches!(
+                &v.outcome,
+                Err(r) if matches!(r.reason, Reason::ChainInvalid | Reason::UntrustedRoot)
+            );
+            if !chain_missing {
+                return (v, used);
+            }
+            self.snp_warm.store(false, Ordering::Relaxed);
+        }
+        let (v, used) = self.snp_with(&self.snp_certs, evidence, policy, at);
+        if v.accepted() {
+            self.snp_warm.store(true, Ordering::Relaxed);
+        }
+        (v, used)
     }
 }
 
