@@ -208,8 +208,9 @@ fn prepare(dir: &Path) -> Result<PathBuf, BenchError> {
     Ok(sim_dir)
 }
 
-async fn server_cpu(client: &mut Client) -> Result<f64, BenchError> {
-    let text = client.metrics().await?;
+/// The server's CPU seconds so far (a fresh connection: an idle one may have been closed by the server).
+async fn server_cpu(url: &str, tls: Arc<rustls::ClientConfig>) -> Result<f64, BenchError> {
+    let text = Client::new(url, tls)?.metrics().await?;
     sample(&text, "process_cpu_seconds_total")
         .ok_or_else(|| setup("the server does not report process_cpu_seconds_total"))
 }
@@ -221,7 +222,6 @@ async fn run_one(
     tee: TeeKind,
     args: &BenchArgs,
 ) -> Result<RunResult, BenchError> {
-    let mut probe = Client::new(url, tls.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let per_client_interval = if args.rate > 0.0 {
@@ -274,7 +274,7 @@ async fn run_one(
     }
     // Warm-up: connections, chain caches.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let cpu0 = server_cpu(&mut probe).await?;
+    let cpu0 = server_cpu(url, tls.clone()).await?;
     measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
     // The raw verification's cost under the same load (same caches, same neighbours), on its own thread.
@@ -302,7 +302,7 @@ async fn run_one(
         .join()
         .map_err(|_| setup("raw verify thread panicked"))??;
     let seconds = start.elapsed().as_secs_f64();
-    let cpu1 = server_cpu(&mut probe).await?;
+    let cpu1 = server_cpu(url, tls.clone()).await?;
     stop.store(true, Ordering::Relaxed);
     let mut r = RunResult {
         tee,
