@@ -1,7 +1,17 @@
-//! `cvm-launch` starts KVM guests with encrypted memory (SEV-SNP, TDX, simulated) and computes launch measurements.
+//! `cvm-launch`: starts KVM guests with encrypted memory (SEV-SNP, TDX, simulated) and computes
+//! their launch measurements offline.
 //!
-//! Not implemented yet: this crate is built by issue #8. The binary only explains that.
+//! - [`plan`]: the launch plan, one ordered list of what goes into guest memory; it drives both
+//!   the offline digest and a launch.
+//! - [`measure`]: the SNP launch digest of a plan and its printed forms.
+//! - [`ovmf`]: the OVMF footer table and SEV metadata.
+//! - [`snp`]: PAGE_INFO chain, VMSA pages, CPU types, kernel hashes page.
+//! - [`synthetic`]: OVMF-like images for tests and benchmarks.
 
-/// What the binary prints while the crate is not implemented.
-pub const NOT_YET: &str =
-    "cvm-launch is not implemented yet (tracked as issue #8); nothing was done.";
+pub mod guid;
+pub mod inputs;
+pub mod measure;
+pub mod ovmf;
+pub mod plan;
+pub mod snp;
+pub mod synthetic;

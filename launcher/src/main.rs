@@ -1,16 +1,155 @@
-//! The `cvm-launch` binary.
+//! The `cvm-launch` binary: parses arguments and calls the library.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-/// cvm-launch: starts KVM guests with encrypted memory (SEV-SNP, TDX, simulated) and computes launch measurements.
+use clap::{Parser, Subcommand, ValueEnum};
+use cvm_launch::inputs::SnpInputs;
+use cvm_launch::measure::{self, Format};
+
+/// cvm-launch: computes confidential-VM launch measurements offline.
 ///
-/// Not implemented yet: this program only prints its help.
+/// Supported now: `measure --tee snp`. Not implemented yet (exit 2): `measure --tee tdx`, `probe`,
+/// `run` (every TEE).
 #[derive(Parser)]
 #[command(name = "cvm-launch", version)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> std::process::ExitCode {
-    let _ = Cli::parse();
-    eprintln!("{}", cvm_launch::NOT_YET);
-    std::process::ExitCode::from(2)
+#[derive(Clone, Copy, ValueEnum)]
+enum Tee {
+    /// AMD SEV-SNP.
+    Snp,
+    /// Intel TDX (not implemented yet).
+    Tdx,
+    /// Plain KVM with a simulated TEE (not implemented yet).
+    Sim,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutFormat {
+    /// `[snp] measurements = ["<96 hex>"]`, the appraisal policy fragment.
+    Toml,
+    /// The digest alone, 96 hex digits.
+    Hex,
+    /// One JSON object with the digest and the plan's parameters.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the launch measurement a guest will have (SNP launch digest).
+    ///
+    /// The digest chains one PAGE_INFO per SNP_LAUNCH_UPDATE page (SEV-SNP ABI §8.17.2): the
+    /// firmware mapped to end at 4 GiB, the OVMF SEV metadata sections, one VMSA per vCPU. For
+    /// OVMF it equals the `sev-snp-measure` tool's output. `--tee tdx` (MRTD) is not implemented yet.
+    Measure {
+        /// Which TEE's measurement.
+        #[arg(long, value_enum)]
+        tee: Tee,
+        /// Firmware image (OVMF.fd; any flat image with its reset vector at the end).
+        #[arg(long)]
+        firmware: PathBuf,
+        /// Number of vCPUs.
+        #[arg(long)]
+        vcpus: u32,
+        /// Guest CPU type (QEMU name: EPYC-v4, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...).
+        #[arg(long)]
+        cpu_type: String,
+        /// Reset state and page order of this VMM: qemu (default), ec2, gce.
+        #[arg(long)]
+        vmm_type: Option<String>,
+        /// SEV_FEATURES of the VMSAs in hex (default 0x1, SNPActive).
+        #[arg(long)]
+        guest_features: Option<String>,
+        /// Kernel for a measured direct boot through OVMF (needs OVMF with SNP kernel hashes).
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// Initrd (with --kernel).
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        /// Kernel command line (with --kernel).
+        #[arg(long)]
+        append: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "toml")]
+        format: OutFormat,
+    },
+    /// Report what this host supports (not implemented yet: exits 2).
+    Probe {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Launch a guest (not implemented yet for any TEE: exits 2).
+    Run {
+        /// Which TEE.
+        #[arg(long, value_enum)]
+        tee: Tee,
+    },
+}
+
+fn not_yet(what: &str) -> ExitCode {
+    eprintln!("cvm-launch: {what} is not implemented yet (issue #8); nothing was done.");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Measure {
+            tee,
+            firmware,
+            vcpus,
+            cpu_type,
+            vmm_type,
+            guest_features,
+            kernel,
+            initrd,
+            append,
+            format,
+        } => {
+            match tee {
+                Tee::Snp => {}
+                Tee::Tdx => return not_yet("measure --tee tdx (MRTD)"),
+                Tee::Sim => {
+                    eprintln!(
+                        "cvm-launch: measure --tee sim: a simulated guest has the SNP digest, use --tee snp"
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+            let inputs = SnpInputs {
+                firmware,
+                vcpus,
+                cpu_type,
+                vmm_type,
+                guest_features,
+                kernel,
+                initrd,
+                append,
+            };
+            let plan = match inputs.plan() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("cvm-launch: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            for w in plan.warnings() {
+                eprintln!("cvm-launch: warning: {w}");
+            }
+            let format = match format {
+                OutFormat::Toml => Format::Toml,
+                OutFormat::Hex => Format::Hex,
+                OutFormat::Json => Format::Json,
+            };
+            let digest = measure::snp_digest(&plan);
+            print!("{}", measure::render_snp(&plan, &digest, format));
+            ExitCode::SUCCESS
+        }
+        Command::Probe { .. } => not_yet("probe"),
+        Command::Run { .. } => not_yet("run"),
+    }
 }
