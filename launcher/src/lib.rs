@@ -6,12 +6,17 @@
 //! - [`measure`]: the SNP launch digest of a plan and its printed forms.
 //! - [`ovmf`]: the OVMF footer table and SEV metadata.
 //! - [`snp`]: PAGE_INFO chain, VMSA pages, CPU types, kernel hashes page.
+//! - [`probe`]: what the host supports (KVM, VM types, guest_memfd, SEV, TDX).
+//! - [`kvm`]: the only module with `unsafe`: KVM and SEV ioctls.
 //! - [`synthetic`]: OVMF-like images for tests and benchmarks.
 
 pub mod guid;
 pub mod inputs;
+#[allow(unsafe_code)]
+pub mod kvm;
 pub mod measure;
 pub mod ovmf;
 pub mod plan;
+pub mod probe;
 pub mod snp;
 pub mod synthetic;

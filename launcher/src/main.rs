@@ -9,7 +9,7 @@ use cvm_launch::measure::{self, Format};
 
 /// cvm-launch: computes confidential-VM launch measurements offline.
 ///
-/// Supported now: `measure --tee snp`. Not implemented yet (exit 2): `measure --tee tdx`, `probe`,
+/// Supported now: `measure --tee snp`, `probe`. Not implemented yet (exit 2): `measure --tee tdx`,
 /// `run` (every TEE).
 #[derive(Parser)]
 #[command(name = "cvm-launch", version)]
@@ -77,7 +77,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "toml")]
         format: OutFormat,
     },
-    /// Report what this host supports (not implemented yet: exits 2).
+    /// Report what this host supports: KVM API version, VM types (KVM_CAP_VM_TYPES: SNP=4,
+    /// TDX=5), guest_memfd, /dev/sev and its firmware version, the kvm_amd/kvm_intel parameters.
     Probe {
         /// Print JSON.
         #[arg(long)]
@@ -149,7 +150,21 @@ fn main() -> ExitCode {
             print!("{}", measure::render_snp(&plan, &digest, format));
             ExitCode::SUCCESS
         }
-        Command::Probe { .. } => not_yet("probe"),
+        Command::Probe { json } => {
+            let report = cvm_launch::probe::probe();
+            if json {
+                match serde_json::to_string(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("cvm-launch: cannot encode the probe report: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                print!("{}", report.to_text());
+            }
+            ExitCode::SUCCESS
+        }
         Command::Run { .. } => not_yet("run"),
     }
 }
