@@ -8,8 +8,11 @@
 //! - [`snp`]: PAGE_INFO chain, VMSA pages, CPU types, kernel hashes page.
 //! - [`probe`]: what the host supports (KVM, VM types, guest_memfd, SEV, TDX).
 //! - [`kvm`]: the only module with `unsafe`: KVM and SEV ioctls.
+//! - [`vmm`]: the `sim` backend: a plan on plain KVM, vCPU loop, exits.
+//! - [`devices`]: COM1 (8250) and the simulated PSP's I/O ports.
 //! - [`synthetic`]: OVMF-like images for tests and benchmarks.
 
+pub mod devices;
 pub mod guid;
 pub mod inputs;
 #[allow(unsafe_code)]
@@ -20,3 +23,4 @@ pub mod plan;
 pub mod probe;
 pub mod snp;
 pub mod synthetic;
+pub mod vmm;

@@ -4,3 +4,4 @@
 
 pub mod sev_dev;
 pub mod system;
+pub mod vm;

@@ -147,6 +147,14 @@ pub fn build(p: &VmsaParams) -> Box<[u8; PAGE_SIZE]> {
     page
 }
 
+/// RDX of a VMSA page built by [`build`] (what a plain-KVM vCPU gets so that it starts like the
+/// measured VMSA).
+pub fn rdx(page: &[u8; PAGE_SIZE]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&page[RDX..RDX + 8]);
+    u64::from_le_bytes(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
