@@ -10,6 +10,7 @@
 //! - [`kvm`]: the only module with `unsafe`: KVM and SEV ioctls.
 //! - [`vmm`]: the `sim` backend: a plan on plain KVM, vCPU loop, exits.
 //! - [`devices`]: COM1 (8250) and the simulated PSP's I/O ports.
+//! - [`sim_socket`]: the simulated PSP for host processes (Unix socket, CBOR).
 //! - [`synthetic`]: OVMF-like images for tests and benchmarks.
 
 pub mod devices;
@@ -21,6 +22,7 @@ pub mod measure;
 pub mod ovmf;
 pub mod plan;
 pub mod probe;
+pub mod sim_socket;
 pub mod snp;
 pub mod synthetic;
 pub mod vmm;
