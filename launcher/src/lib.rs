@@ -11,6 +11,7 @@
 //! - [`vmm`]: the `sim` backend: a plan on plain KVM, vCPU loop, exits.
 //! - [`devices`]: COM1 (8250) and the simulated PSP's I/O ports.
 //! - [`sim_socket`]: the simulated PSP for host processes (Unix socket, CBOR).
+//! - [`tdx`]: TDVF metadata and MRTD.
 //! - [`synthetic`]: OVMF-like images for tests and benchmarks.
 
 pub mod devices;
@@ -25,4 +26,5 @@ pub mod probe;
 pub mod sim_socket;
 pub mod snp;
 pub mod synthetic;
+pub mod tdx;
 pub mod vmm;

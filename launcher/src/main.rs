@@ -9,8 +9,8 @@ use cvm_launch::measure::{self, Format};
 
 /// cvm-launch: computes confidential-VM launch measurements offline.
 ///
-/// Supported now: `measure --tee snp`, `probe`. Not implemented yet (exit 2): `measure --tee tdx`,
-/// `run` (every TEE).
+/// Supported now: `measure --tee snp|tdx`, `probe`. Not implemented yet (exit 2): `run` (every
+/// TEE).
 #[derive(Parser)]
 #[command(name = "cvm-launch", version)]
 struct Cli {
@@ -40,11 +40,13 @@ enum OutFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the launch measurement a guest will have (SNP launch digest).
+    /// Print the launch measurement a guest will have (SNP launch digest or TDX MRTD).
     ///
-    /// The digest chains one PAGE_INFO per SNP_LAUNCH_UPDATE page (SEV-SNP ABI §8.17.2): the
+    /// SNP: the digest chains one PAGE_INFO per SNP_LAUNCH_UPDATE page (SEV-SNP ABI §8.17.2): the
     /// firmware mapped to end at 4 GiB, the OVMF SEV metadata sections, one VMSA per vCPU. For
-    /// OVMF it equals the `sev-snp-measure` tool's output. `--tee tdx` (MRTD) is not implemented yet.
+    /// OVMF it equals the `sev-snp-measure` tool's output. TDX: MRTD from the firmware's TDVF
+    /// metadata (TDH.MEM.PAGE.ADD / TDH.MR.EXTEND); --vcpus, --cpu-type and the kernel options do
+    /// not apply (RTMRs are not computed yet).
     Measure {
         /// Which TEE's measurement.
         #[arg(long, value_enum)]
@@ -52,12 +54,12 @@ enum Command {
         /// Firmware image (OVMF.fd; any flat image with its reset vector at the end).
         #[arg(long)]
         firmware: PathBuf,
-        /// Number of vCPUs.
+        /// Number of vCPUs (SNP, required).
         #[arg(long)]
-        vcpus: u32,
-        /// Guest CPU type (QEMU name: EPYC-v4, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...).
+        vcpus: Option<u32>,
+        /// Guest CPU type (SNP, required; QEMU name: EPYC-v4, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...).
         #[arg(long)]
-        cpu_type: String,
+        cpu_type: Option<String>,
         /// Reset state and page order of this VMM: qemu (default), ec2, gce.
         #[arg(long)]
         vmm_type: Option<String>,
@@ -97,6 +99,29 @@ fn not_yet(what: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+fn measure_tdx(firmware: &std::path::Path, format: Format) -> ExitCode {
+    let image = match std::fs::read(firmware) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!(
+                "cvm-launch: cannot read firmware {}: {e}",
+                firmware.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match cvm_launch::tdx::mrtd::mrtd_of_firmware(&image) {
+        Ok(m) => {
+            print!("{}", measure::render_tdx(&m, format));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cvm-launch: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Measure {
@@ -111,9 +136,14 @@ fn main() -> ExitCode {
             append,
             format,
         } => {
+            let format = match format {
+                OutFormat::Toml => Format::Toml,
+                OutFormat::Hex => Format::Hex,
+                OutFormat::Json => Format::Json,
+            };
             match tee {
                 Tee::Snp => {}
-                Tee::Tdx => return not_yet("measure --tee tdx (MRTD)"),
+                Tee::Tdx => return measure_tdx(&firmware, format),
                 Tee::Sim => {
                     eprintln!(
                         "cvm-launch: measure --tee sim: a simulated guest has the SNP digest, use --tee snp"
@@ -121,6 +151,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+            let (Some(vcpus), Some(cpu_type)) = (vcpus, cpu_type) else {
+                eprintln!("cvm-launch: measure --tee snp needs --vcpus N and --cpu-type TYPE");
+                return ExitCode::from(2);
+            };
             let inputs = SnpInputs {
                 firmware,
                 vcpus,
@@ -141,11 +175,6 @@ fn main() -> ExitCode {
             for w in plan.warnings() {
                 eprintln!("cvm-launch: warning: {w}");
             }
-            let format = match format {
-                OutFormat::Toml => Format::Toml,
-                OutFormat::Hex => Format::Hex,
-                OutFormat::Json => Format::Json,
-            };
             let digest = measure::snp_digest(&plan);
             print!("{}", measure::render_snp(&plan, &digest, format));
             ExitCode::SUCCESS

@@ -88,6 +88,17 @@ pub fn render_snp(plan: &LaunchPlan, digest: &[u8; DIGEST_LEN], format: Format) 
     }
 }
 
+/// Renders a TDX MRTD in `format` (ends with a newline): TOML is the `[tdx] mrtd = [...]`
+/// fragment of the appraisal policy.
+pub fn render_tdx(mrtd: &[u8; 48], format: Format) -> String {
+    let hex = hex::encode(mrtd);
+    match format {
+        Format::Hex => format!("{hex}\n"),
+        Format::Toml => format!("[tdx]\nmrtd = [\"{hex}\"]\n"),
+        Format::Json => format!("{}\n", serde_json::json!({ "tee": "tdx", "mrtd": hex })),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
