@@ -8,12 +8,14 @@
 //! - [`snp`]: PAGE_INFO chain, VMSA pages, CPU types, kernel hashes page.
 //! - [`probe`]: what the host supports (KVM, VM types, guest_memfd, SEV, TDX).
 //! - [`kvm`]: the only module with `unsafe`: KVM and SEV ioctls.
+//! - [`cvm`]: SNP and TDX launch ioctl sequences behind a trait (recorded in tests).
 //! - [`vmm`]: the `sim` backend: a plan on plain KVM, vCPU loop, exits.
 //! - [`devices`]: COM1 (8250) and the simulated PSP's I/O ports.
 //! - [`sim_socket`]: the simulated PSP for host processes (Unix socket, CBOR).
 //! - [`tdx`]: TDVF metadata and MRTD.
 //! - [`synthetic`]: OVMF-like images for tests and benchmarks.
 
+pub mod cvm;
 pub mod devices;
 pub mod guid;
 pub mod inputs;

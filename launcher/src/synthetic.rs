@@ -5,6 +5,7 @@
 use crate::ovmf::{
     FOOTER_TABLE_GUID, SEV_ES_RESET_BLOCK_GUID, SEV_HASH_TABLE_RV_GUID, SEV_METADATA_GUID,
 };
+use crate::tdx::tdvf::{TDX_METADATA_OFFSET_GUID, TdvfSection};
 
 /// One section descriptor to write into the synthetic SEV metadata.
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +42,8 @@ pub struct TestImage {
     pub hash_table_gpa: Option<u32>,
     /// Seed of the body's byte pattern, so different images measure differently.
     pub seed: u8,
+    /// TDVF sections; an empty list writes no TDX metadata entry.
+    pub tdvf: Vec<TdvfSection>,
 }
 
 impl Default for TestImage {
@@ -62,11 +65,39 @@ impl Default for TestImage {
             reset_eip: Some(0xffff_e004),
             hash_table_gpa: Some(0x80_fc00),
             seed: 1,
+            tdvf: Vec::new(),
         }
     }
 }
 
 impl TestImage {
+    /// A 64 KiB image with TDVF metadata like OVMF's: a measured BFV (the first 48 KiB of the image),
+    /// a CFV, a TD HOB, temporary memory and a PAGE_AUG permanent-memory section.
+    pub fn tdvf_default() -> Self {
+        use crate::tdx::tdvf::{ATTR_MR_EXTEND, ATTR_PAGE_AUG, TdvfSectionType as T};
+        let sec =
+            |data_offset, raw_data_size, memory_address, memory_data_size, kind, attributes| {
+                TdvfSection {
+                    data_offset,
+                    raw_data_size,
+                    memory_address,
+                    memory_data_size,
+                    kind,
+                    attributes,
+                }
+            };
+        Self {
+            tdvf: vec![
+                sec(0x4000, 0xc000, 0xffff_4000, 0xc000, T::BFV, ATTR_MR_EXTEND),
+                sec(0, 0x4000, 0xffff_0000, 0x4000, T::CFV, 0),
+                sec(0, 0, 0x80_9000, 0x2000, T::TD_HOB, 0),
+                sec(0, 0, 0x80_0000, 0x6000, T::TEMP_MEM, 0),
+                sec(0, 0, 0x90_0000, 0x1000, T::PERM_MEM, ATTR_PAGE_AUG),
+            ],
+            ..Self::default()
+        }
+    }
+
     /// Lays out the image: pattern body, metadata 4 KiB before the end, footer table before the
     /// 32-byte reset-vector tail.
     pub fn build(&self) -> Vec<u8> {
@@ -87,6 +118,25 @@ impl TestImage {
         img[meta_at..meta_at + meta.len()].copy_from_slice(&meta);
 
         let mut entries: Vec<(Vec<u8>, [u8; 16])> = Vec::new();
+        if !self.tdvf.is_empty() {
+            let td_at = self.size - 0x800;
+            let mut d = Vec::new();
+            d.extend_from_slice(b"TDVF");
+            d.extend_from_slice(&(16 + 32 * self.tdvf.len() as u32).to_le_bytes());
+            d.extend_from_slice(&1u32.to_le_bytes());
+            d.extend_from_slice(&(self.tdvf.len() as u32).to_le_bytes());
+            for s in &self.tdvf {
+                d.extend_from_slice(&s.data_offset.to_le_bytes());
+                d.extend_from_slice(&s.raw_data_size.to_le_bytes());
+                d.extend_from_slice(&s.memory_address.to_le_bytes());
+                d.extend_from_slice(&s.memory_data_size.to_le_bytes());
+                d.extend_from_slice(&s.kind.0.to_le_bytes());
+                d.extend_from_slice(&s.attributes.to_le_bytes());
+            }
+            img[td_at..td_at + d.len()].copy_from_slice(&d);
+            let off = (self.size - td_at) as u32;
+            entries.push((off.to_le_bytes().to_vec(), TDX_METADATA_OFFSET_GUID));
+        }
         if !self.sections.is_empty() {
             let off = (self.size - meta_at) as u32;
             entries.push((off.to_le_bytes().to_vec(), SEV_METADATA_GUID));

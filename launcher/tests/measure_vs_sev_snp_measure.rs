@@ -333,3 +333,31 @@ fn cli_explains_refusals_with_exit_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SEV-ES reset block"), "{err}");
 }
+
+#[test]
+fn cli_prints_the_tdx_mrtd_fragment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fw = tmp.path().join("tdvf.fd");
+    let img = TestImage::tdvf_default().build();
+    std::fs::write(&fw, &img).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cvm-launch"))
+        .args(["measure", "--tee", "tdx", "--firmware"])
+        .arg(&fw)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let want = hex::encode(cvm_launch::tdx::mrtd::mrtd_of_firmware(&img).unwrap());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("[tdx]\nmrtd = [\"{want}\"]\n")
+    );
+    // An SNP-only image has no TDVF metadata: a clear refusal, exit 2.
+    std::fs::write(&fw, TestImage::default().build()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cvm-launch"))
+        .args(["measure", "--tee", "tdx", "--firmware"])
+        .arg(&fw)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no TDX metadata"));
+}
