@@ -5,6 +5,7 @@ pub mod cursor;
 pub mod pki;
 pub mod policy;
 pub mod reason;
+pub mod sim;
 pub mod snp;
 pub mod tdx;
 pub mod verdict;

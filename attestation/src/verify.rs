@@ -20,6 +20,10 @@ pub struct VerifyInputs {
     pub policy: Policy,
     /// Verification time, Unix seconds.
     pub at: i64,
+    /// Accept evidence that chains to a simulated ("cvm simulator") root. `cvm-attest verify` sets it when
+    /// the roots were named explicitly with `--trust-root`; when false, simulated evidence is refused with
+    /// `SIMULATED_NOT_ALLOWED` (DESIGN.md "Simulated TEE").
+    pub allow_simulated: bool,
 }
 
 /// Inputs that could not be used at all (exit 2): unreadable files, unusable arguments.

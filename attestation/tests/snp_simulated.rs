@@ -1,75 +1,88 @@
-//! A simulated AMD chain (made here with rcgen; ECDSA P-384 instead of RSA-PSS, root organization
-//! "cvm simulator") signing byte-exact reports, to reach the checks real evidence cannot: chip id and TCB
-//! bindings, product consistency, CRLs, and the `simulated` flag. The production code path is the same; only
-//! the trust root differs.
+//! A simulated AMD chain (made with `cvm_attest::sim`: RSA-4096 ARK and ASK signing with RSASSA-PSS as AMD
+//! does, root organization "cvm simulator") signing byte-exact reports, to reach the checks real evidence
+//! cannot: chip id and TCB bindings, product consistency, CRLs, the `simulated` flag and its refusal. The
+//! production code path is the same; only the trust root differs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::{policy, reason};
-use cvm_attest::snp::report::{REPORT_LEN, SIG_R_OFFSET, SIG_S_OFFSET, SIGNED_LEN};
-use cvm_attest::snp::{SnpInputs, SnpVerifier};
+use cvm_attest::sim::amd::{AmdCa, VcekSpec as SimVcekSpec};
+use cvm_attest::sim::drbg::Drbg;
+use cvm_attest::sim::{SimAmd, SnpRequest, ecdsa, snp::sign_report};
+use cvm_attest::snp::{Product, SnpInputs, SnpVerifier};
 use cvm_attest::{Policy, Reason, Verdict};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension, DnType,
-    IsCa, Issuer, KeyIdMethod, KeyPair, PKCS_ECDSA_P384_SHA384, RevokedCertParams, SerialNumber,
-    date_time_ymd,
-};
 use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
+use ring::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::json;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const AT: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+const Y2020: i64 = 1_577_836_800;
+const Y2025: i64 = 1_735_689_600;
+const Y2032: i64 = 1_956_528_000;
+const Y2045: i64 = 2_366_841_600;
+
+/// A fresh DRBG for every key, so each call makes a new key.
+fn drbg(what: &str) -> Drbg {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    Drbg::new(
+        b"snp_simulated",
+        &format!("{what} {}", N.fetch_add(1, Ordering::Relaxed)),
+    )
+}
+
+fn product(name: &str) -> Product {
+    Product::from_name(name).unwrap()
+}
 
 struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
+    ca: AmdCa,
     der: Vec<u8>,
 }
 
-impl Ca {
-    fn issuer(&self) -> Issuer<'_, &KeyPair> {
-        Issuer::from_params(&self.params, &self.key)
+fn ark(name: &str) -> Ca {
+    let ca = AmdCa::ark(product(name), &mut drbg("ark"), Y2020, Y2045).unwrap();
+    Ca {
+        der: ca.der().to_vec(),
+        ca,
     }
 }
 
-fn ca_params(cn: &str, serial: u64) -> CertificateParams {
-    let mut p = CertificateParams::new(vec![]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.distinguished_name
-        .push(DnType::OrganizationName, "cvm simulator");
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.not_before = date_time_ymd(2020, 1, 1);
-    p.not_after = date_time_ymd(2045, 1, 1);
-    p.serial_number = Some(SerialNumber::from(serial));
-    p
-}
-
-fn ark(product: &str) -> Ca {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
-    let params = ca_params(&format!("ARK-{product}"), 0x10000);
-    let der = params.self_signed(&key).unwrap().der().to_vec();
-    Ca { params, key, der }
-}
-
-fn ask(product: &str, ark: &Ca) -> Ca {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
-    let params = ca_params(&format!("SEV-{product}"), 0x10001);
-    let der = params
-        .signed_by(&key, &ark.issuer())
-        .unwrap()
-        .der()
-        .to_vec();
-    Ca { params, key, der }
-}
-
-fn der_int(v: u8) -> Vec<u8> {
-    if v < 0x80 {
-        vec![2, 1, v]
-    } else {
-        vec![2, 2, 0, v]
+fn ask(name: &str, ark: &Ca) -> Ca {
+    let ca = AmdCa::ask(product(name), &ark.ca, &mut drbg("ask"), Y2020, Y2045).unwrap();
+    Ca {
+        der: ca.der().to_vec(),
+        ca,
     }
+}
+
+/// One ARK and ASK per product for the whole test binary (RSA-4096 key generation is the slow part); the
+/// tests that need other keys call [`ark`] and [`ask`].
+fn shared_cas(name: &str) -> (Ca, Ca) {
+    /// (product, ARK key, ARK DER, ASK key, ASK DER)
+    type Entry = (String, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+    static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap();
+    if !cache.iter().any(|c| c.0 == name) {
+        let ark = ark(name);
+        let ask = ask(name, &ark);
+        cache.push((
+            name.to_owned(),
+            ark.ca.key_pkcs1().to_vec(),
+            ark.der,
+            ask.ca.key_pkcs1().to_vec(),
+            ask.der,
+        ));
+    }
+    let (_, ark_key, ark_der, ask_key, ask_der) = cache.iter().find(|c| c.0 == name).unwrap();
+    let load = |key: &[u8], der: &[u8]| Ca {
+        ca: AmdCa::load(key, der).unwrap(),
+        der: der.to_vec(),
+    };
+    (load(ark_key, ark_der), load(ask_key, ask_der))
 }
 
 /// What the simulated VCEK certifies.
@@ -82,77 +95,55 @@ struct VcekSpec<'a> {
 
 struct Vcek {
     der: Vec<u8>,
+    pkcs8: Vec<u8>,
     signer: EcdsaKeyPair,
 }
 
 fn vcek(spec: &VcekSpec<'_>, ask: &Ca) -> Vcek {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
-    let mut p = CertificateParams::new(vec![]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, "SEV-VCEK");
-    p.distinguished_name
-        .push(DnType::OrganizationName, "cvm simulator");
-    p.not_before = date_time_ymd(2025, 1, 1);
-    p.not_after = date_time_ymd(2032, 1, 1);
-    p.serial_number = Some(SerialNumber::from(vec![0u8]));
-    let amd = |sub: &[u64]| [&[1, 3, 6, 1, 4, 1, 3704, 1][..], sub].concat();
-    p.custom_extensions
-        .push(CustomExtension::from_oid_content(&amd(&[1]), der_int(0)));
-    let mut name = vec![0x16, spec.product_name.len() as u8];
-    name.extend_from_slice(spec.product_name.as_bytes());
-    p.custom_extensions
-        .push(CustomExtension::from_oid_content(&amd(&[2]), name));
-    for (arc, v) in &spec.spl {
-        p.custom_extensions.push(CustomExtension::from_oid_content(
-            &amd(&[3, *arc]),
-            der_int(*v),
-        ));
-    }
-    p.custom_extensions.push(CustomExtension::from_oid_content(
-        &amd(&[4]),
-        spec.hw_id.clone(),
-    ));
-    let der = p.signed_by(&key, &ask.issuer()).unwrap().der().to_vec();
-    let signer = EcdsaKeyPair::from_pkcs8(
-        &ECDSA_P384_SHA384_FIXED_SIGNING,
-        &key.serialize_der(),
-        &SystemRandom::new(),
-    )
-    .unwrap();
-    Vcek { der, signer }
+    let pkcs8 =
+        ecdsa::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, 48, &mut drbg("vcek")).unwrap();
+    let signer = ecdsa::load(&ECDSA_P384_SHA384_FIXED_SIGNING, &pkcs8, "VCEK").unwrap();
+    let der = ask
+        .ca
+        .issue_vcek(
+            &SimVcekSpec {
+                product_name: spec.product_name.to_owned(),
+                struct_version: 0,
+                hw_id: spec.hw_id.clone(),
+                spl: spec.spl.clone(),
+                not_before: Y2025,
+                not_after: Y2032,
+            },
+            signer.public_key().as_ref(),
+            &mut drbg("vcek certificate"),
+        )
+        .unwrap();
+    Vcek { der, pkcs8, signer }
 }
 
-/// A version-3 report with the given CPUID, CHIP_ID and REPORTED_TCB, signed by `vcek`.
+/// A version-3 report from the simulator, then given this CPUID, CHIP_ID and REPORTED_TCB and signed again
+/// by `vcek` (so the fields can disagree with the certificate).
 fn report(vcek: &Vcek, cpuid: (u8, u8), chip_id: &[u8; 64], reported_tcb: u64) -> Vec<u8> {
-    let mut r = vec![0u8; REPORT_LEN];
-    r[..4].copy_from_slice(&3u32.to_le_bytes());
-    r[0x08..0x10].copy_from_slice(&0x30000u64.to_le_bytes());
-    r[0x34] = 1;
+    let sim = SimAmd::from_parts(&vcek.pkcs8, &vcek.der, &vcek.der, &vcek.der).unwrap();
+    let mut r = sim
+        .snp_report(&SnpRequest {
+            report_data: [0x5a; 64],
+            measurement: [0x11; 48],
+            version: 3,
+            ..Default::default()
+        })
+        .unwrap();
     r[0x38..0x40].copy_from_slice(&reported_tcb.to_le_bytes());
-    r[0x50..0x90].fill(0x5a);
-    r[0x90..0xC0].fill(0x11);
     r[0x180..0x188].copy_from_slice(&reported_tcb.to_le_bytes());
     r[0x188] = cpuid.0;
     r[0x189] = cpuid.1;
-    r[0x18A] = 1;
     r[0x1A0..0x1E0].copy_from_slice(chip_id);
     sign(vcek, &mut r);
     r
 }
 
 fn sign(vcek: &Vcek, r: &mut [u8]) {
-    let sig = vcek
-        .signer
-        .sign(&SystemRandom::new(), &r[..SIGNED_LEN])
-        .unwrap();
-    let (rr, ss) = sig.as_ref().split_at(48);
-    r[SIG_R_OFFSET..SIG_R_OFFSET + 72].fill(0);
-    r[SIG_S_OFFSET..SIG_S_OFFSET + 72].fill(0);
-    for (i, b) in rr.iter().rev().enumerate() {
-        r[SIG_R_OFFSET + i] = *b;
-    }
-    for (i, b) in ss.iter().rev().enumerate() {
-        r[SIG_S_OFFSET + i] = *b;
-    }
+    sign_report(&vcek.signer, r, &SystemRandom::new()).unwrap();
 }
 
 const MILAN_TCB: u64 = 0xdb18_0000_0000_0004; // bl 4, tee 0, snp 0x18, ucode 0xdb
@@ -177,8 +168,7 @@ struct World {
 }
 
 fn milan() -> World {
-    let ark = ark("Milan");
-    let ask = ask("Milan", &ark);
+    let (ark, ask) = shared_cas("Milan");
     let chip = [0xc5; 64];
     let vcek = vcek(
         &VcekSpec {
@@ -197,7 +187,9 @@ fn milan() -> World {
 }
 
 fn verify(w: &World, report: &[u8], crls: &[Vec<u8>], p: &Policy) -> Verdict {
-    let verifier = SnpVerifier::with_trust_roots(std::slice::from_ref(&w.ark.der)).unwrap();
+    let verifier = SnpVerifier::with_trust_roots(std::slice::from_ref(&w.ark.der))
+        .unwrap()
+        .allow_simulated(true);
     verifier.verify(
         report,
         &SnpInputs {
@@ -231,6 +223,29 @@ fn a_simulated_chain_verifies_through_the_same_path_and_is_marked_simulated() {
     );
     assert_eq!(reason(&v), Some(Reason::UntrustedRoot));
     assert!(!v.simulated);
+}
+
+#[test]
+fn a_verifier_not_in_simulated_mode_refuses_simulated_evidence_after_the_chain_step() {
+    let w = milan();
+    let r = report(&w.vcek, (0x19, 0x01), &w.chip, MILAN_TCB);
+    let verifier = SnpVerifier::with_trust_roots(std::slice::from_ref(&w.ark.der)).unwrap();
+    let inputs = SnpInputs {
+        certs: &[w.vcek.der.clone(), w.ask.der.clone()],
+        crls: &[],
+        policy: &Policy::default(),
+        at: AT,
+    };
+    let v = verifier.verify(&r, &inputs);
+    assert_eq!(reason(&v), Some(Reason::SimulatedNotAllowed));
+    assert!(v.simulated);
+    // A broken signature is still reported as such: refusal comes after the signature and chain steps.
+    let mut bad = r.clone();
+    bad[0x90] ^= 1;
+    assert_eq!(
+        reason(&verifier.verify(&bad, &inputs)),
+        Some(Reason::SignatureInvalid)
+    );
 }
 
 #[test]
@@ -304,7 +319,9 @@ fn an_impostor_ask_with_the_right_name_is_chain_invalid() {
     let w = milan();
     let impostor = ask("Milan", &w.ark);
     let r = report(&w.vcek, (0x19, 0x01), &w.chip, MILAN_TCB);
-    let verifier = SnpVerifier::with_trust_roots(std::slice::from_ref(&w.ark.der)).unwrap();
+    let verifier = SnpVerifier::with_trust_roots(std::slice::from_ref(&w.ark.der))
+        .unwrap()
+        .allow_simulated(true);
     let v = verifier.verify(
         &r,
         &SnpInputs {
@@ -319,8 +336,7 @@ fn an_impostor_ask_with_the_right_name_is_chain_invalid() {
 
 #[test]
 fn turin_binds_an_8_byte_hwid_and_uses_its_tcb_layout() {
-    let ark = ark("Turin");
-    let ask = ask("Turin", &ark);
+    let (ark, ask) = shared_cas("Turin");
     let mut chip = [0u8; 64];
     chip[..8].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
     // fmc 1, bl 2, tee 3, snp 4, ucode 0x47
@@ -376,26 +392,17 @@ fn turin_binds_an_8_byte_hwid_and_uses_its_tcb_layout() {
 }
 
 fn crl(issuer: &Ca, revoked: &[Vec<u8>], next_update: (i32, u8, u8)) -> Vec<u8> {
-    CertificateRevocationListParams {
-        this_update: date_time_ymd(2025, 6, 1),
-        next_update: date_time_ymd(next_update.0, next_update.1, next_update.2),
-        crl_number: SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: revoked
-            .iter()
-            .map(|s| RevokedCertParams {
-                serial_number: SerialNumber::from(s.clone()),
-                revocation_time: date_time_ymd(2025, 6, 1),
-                reason_code: None,
-                invalidity_date: None,
-            })
-            .collect(),
-        key_identifier_method: KeyIdMethod::Sha256,
-    }
-    .signed_by(&issuer.issuer())
-    .unwrap()
-    .der()
-    .to_vec()
+    let (y, m, d) = next_update;
+    let next = time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d)
+        .unwrap()
+        .midnight()
+        .assume_utc()
+        .unix_timestamp();
+    let serials: Vec<&[u8]> = revoked.iter().map(Vec::as_slice).collect();
+    issuer
+        .ca
+        .crl(&serials, 1_748_736_000, next, &mut drbg("crl")) // thisUpdate 2025-06-01
+        .unwrap()
 }
 
 #[test]

@@ -140,7 +140,9 @@ impl Sim {
     }
 
     fn verifier(&self) -> TdxVerifier {
-        TdxVerifier::with_trust_roots(std::slice::from_ref(&self.root.der)).unwrap()
+        TdxVerifier::with_trust_roots(std::slice::from_ref(&self.root.der))
+            .unwrap()
+            .allow_simulated(true)
     }
 
     /// A PCK leaf with these SGX extensions: (DER, key).
@@ -648,8 +650,9 @@ fn collateral_signed_under_another_root_is_refused() {
     let other = Sim::new();
     let spec = Spec::default();
     // Both roots trusted: the PCK chain ends at one, the collateral at the other.
-    let verifier =
-        TdxVerifier::with_trust_roots(&[sim.root.der.clone(), other.root.der.clone()]).unwrap();
+    let verifier = TdxVerifier::with_trust_roots(&[sim.root.der.clone(), other.root.der.clone()])
+        .unwrap()
+        .allow_simulated(true);
     let mut parts = other.collateral(&spec).into_parts();
     parts.crls.clear(); // (the other root's CRL carries the same issuer name: its signature fails first)
     let c = Collateral::from_parts(parts).unwrap();

@@ -27,7 +27,8 @@ pub fn verify(evidence: &[u8], inputs: &VerifyInputs) -> Result<Verdict, InputEr
         None => SnpVerifier::new(),
         Some(roots) => SnpVerifier::with_trust_roots(roots),
     }
-    .map_err(|e| InputError::Usage(format!("--trust-root: {e}")))?;
+    .map_err(|e| InputError::Usage(format!("--trust-root: {e}")))?
+    .allow_simulated(inputs.allow_simulated);
     Ok(verifier.verify(
         evidence,
         &SnpInputs {

@@ -10,7 +10,8 @@
 //! 3. **Chain and validity**: VCEK → ASK → ARK or VLEK → ASVK → ARK as the report's SIGNING_KEY says, each
 //!    link RSASSA-PSS SHA-384 (`CHAIN_INVALID`), ending at a trusted ARK (`UNTRUSTED_ROOT`); the leaf's
 //!    productName1 and the report's CPUID (v3+) name the chain's product (`CHAIN_INVALID`); every certificate
-//!    valid at the verification time (`CERT_EXPIRED`, `CERT_NOT_YET_VALID`).
+//!    valid at the verification time (`CERT_EXPIRED`, `CERT_NOT_YET_VALID`); a simulated root only when the
+//!    verifier allows simulated evidence (`SIMULATED_NOT_ALLOWED`).
 //! 4. **Bindings**: the VCEK's hwID equals CHIP_ID (Turin: 8 bytes, rest zero) (`CHIP_ID_MISMATCH`); the
 //!    certificate's SPL extensions equal REPORTED_TCB (`TCB_MISMATCH`); an Azure HCL report's runtime data
 //!    hashes to the start of REPORT_DATA (`MALFORMED`).
@@ -42,6 +43,7 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
 pub struct SnpVerifier {
     store: TrustStore,
     cache: ChainCache,
+    allow_simulated: bool,
 }
 
 /// Everything a single SNP verification uses besides the evidence and the verifier's roots.
@@ -63,6 +65,7 @@ impl SnpVerifier {
         Ok(SnpVerifier {
             store: TrustStore::builtin()?,
             cache: ChainCache::new(DEFAULT_CACHE_CAPACITY),
+            allow_simulated: false,
         })
     }
 
@@ -72,12 +75,22 @@ impl SnpVerifier {
         Ok(SnpVerifier {
             store: TrustStore::with_roots(roots)?,
             cache: ChainCache::new(DEFAULT_CACHE_CAPACITY),
+            allow_simulated: false,
         })
     }
 
     /// Change how many chains are remembered (0: none).
     pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
         self.cache = ChainCache::new(capacity);
+        self
+    }
+
+    /// Accept reports whose chain ends at a simulated ("cvm simulator") root. Off by default: a verifier
+    /// that meets simulated evidence refuses it with `SIMULATED_NOT_ALLOWED` right after the chain step. A
+    /// server turns it on only in `mode = "simulated"`; `cvm-attest verify` only for roots given with
+    /// `--trust-root`.
+    pub fn allow_simulated(mut self, allow: bool) -> Self {
+        self.allow_simulated = allow;
         self
     }
 
@@ -131,6 +144,13 @@ impl SnpVerifier {
             .clone_from(&chain.chain.extensions.product_name);
         ctx.csp_id.clone_from(&chain.chain.extensions.csp_id);
         *simulated = chain.chain.simulated;
+        if chain.chain.simulated && !self.allow_simulated {
+            return Err(Rejection::new(
+                Reason::SimulatedNotAllowed,
+                "the report chains to a simulated (\"cvm simulator\") root, and this verifier does not \
+                 accept simulated evidence",
+            ));
+        }
         // Step 4: bindings.
         let bindings = step4::check_bindings(&structure, &chain)?;
         // Step 5: revocation.

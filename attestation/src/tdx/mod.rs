@@ -44,7 +44,8 @@ pub fn verify(evidence: &[u8], inputs: &VerifyInputs) -> Result<Verdict, InputEr
         Some(roots) => {
             TdxVerifier::with_trust_roots(roots).map_err(|e| InputError::Usage(e.to_string()))?
         }
-    };
+    }
+    .allow_simulated(inputs.allow_simulated);
     let collateral_error = |e: CollateralError| match e {
         CollateralError::Io { path, message } => InputError::File { path, message },
         CollateralError::Format { what, message } => InputError::File {

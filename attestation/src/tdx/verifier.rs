@@ -9,7 +9,8 @@
 //!    size ‖ body) — `SIGNATURE_INVALID`.
 //! 3. QE report signature by the PCK key — `QE_REPORT_SIG_INVALID`.
 //! 4. PCK chain to a trusted root (the Intel SGX Root CA unless replaced), every certificate valid at the
-//!    verification time — `CHAIN_INVALID`, `UNTRUSTED_ROOT`, `CERT_EXPIRED`, `CERT_NOT_YET_VALID`.
+//!    verification time — `CHAIN_INVALID`, `UNTRUSTED_ROOT`, `CERT_EXPIRED`, `CERT_NOT_YET_VALID`; a simulated
+//!    root only when the verifier allows simulated evidence — `SIMULATED_NOT_ALLOWED`.
 //! 5. Binding: QE REPORTDATA = SHA-256(attestation key ‖ QE auth data) ‖ 0³² — `QE_REPORT_DATA_MISMATCH`.
 //! 6. Revocation: every CRL issued by a certificate of the PCK path (root CA CRL, PCK platform/processor CRL)
 //!    verifies, is current (`COLLATERAL_EXPIRED`) and does not list its child (`PCK_REVOKED`,
@@ -165,6 +166,7 @@ pub struct TdxVerifier {
     roots: Vec<TrustRoot>,
     pck_cache: RwLock<HashMap<[u8; 32], Arc<PckEntry>>>,
     collateral_cache: RwLock<HashMap<[u8; 32], Arc<CollateralEntry>>>,
+    allow_simulated: bool,
 }
 
 impl std::fmt::Debug for TdxVerifier {
@@ -331,6 +333,7 @@ impl TdxVerifier {
             roots,
             pck_cache: RwLock::new(HashMap::new()),
             collateral_cache: RwLock::new(HashMap::new()),
+            allow_simulated: false,
         }
     }
 
@@ -353,7 +356,16 @@ impl TdxVerifier {
             roots: out,
             pck_cache: RwLock::new(HashMap::new()),
             collateral_cache: RwLock::new(HashMap::new()),
+            allow_simulated: false,
         })
+    }
+
+    /// Accept quotes whose PCK chain ends at a simulated ("cvm simulator") root. Off by default: a verifier
+    /// that meets simulated evidence refuses it with `SIMULATED_NOT_ALLOWED` at step 4. A server turns it on
+    /// only in `mode = "simulated"`; `cvm-attest verify` only for roots given with `--trust-root`.
+    pub fn allow_simulated(mut self, allow: bool) -> Self {
+        self.allow_simulated = allow;
+        self
     }
 
     /// The FMSPC of the quote's PCK certificate, when the quote and its PCK certificate parse (to pick the
@@ -609,6 +621,13 @@ impl TdxVerifier {
         };
         let trusted = self.root(root)?;
         claims.simulated = trusted.simulated;
+        if trusted.simulated && !self.allow_simulated {
+            return Err(reject(
+                Reason::SimulatedNotAllowed,
+                "the PCK chain ends at a simulated (\"cvm simulator\") root, and this verifier does not \
+                 accept simulated evidence",
+            ));
+        }
         for cert in parsed.pck.certs.iter().chain([&trusted.info]) {
             cert.check_validity(at).map_err(|e| match e {
                 PkiError::NotYetValid { .. } => {
