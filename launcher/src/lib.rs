@@ -11,6 +11,8 @@
 //! - [`cvm`]: SNP and TDX launch ioctl sequences behind a trait (recorded in tests).
 //! - [`vmm`]: the `sim` backend: a plan on plain KVM, vCPU loop, exits.
 //! - [`devices`]: COM1 (8250) and the simulated PSP's I/O ports.
+//! - [`run`]: `cvm-launch run --tee sim` from inputs to a halted guest.
+//! - [`sim_psp`]: the simulated AMD secure processor signing with the plan's digest.
 //! - [`sim_socket`]: the simulated PSP for host processes (Unix socket, CBOR).
 //! - [`tdx`]: TDVF metadata and MRTD.
 //! - [`synthetic`]: OVMF-like images for tests and benchmarks.
@@ -25,6 +27,8 @@ pub mod measure;
 pub mod ovmf;
 pub mod plan;
 pub mod probe;
+pub mod run;
+pub mod sim_psp;
 pub mod sim_socket;
 pub mod snp;
 pub mod synthetic;

@@ -11,6 +11,7 @@
 //! ```
 
 use std::io::{Read, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,6 +90,13 @@ impl Drop for SimSocket {
 /// Binds `path` and serves requests with `signer` on a background thread for the life of the
 /// process (the returned guard removes the socket file).
 pub fn serve(path: &Path, signer: Arc<dyn ReportSigner>) -> Result<SimSocket, SocketError> {
+    // A socket left by a launcher that was killed: nobody listens there any more.
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+        && UnixStream::connect(path).is_err()
+    {
+        let _ = std::fs::remove_file(path);
+    }
     let listener = UnixListener::bind(path).map_err(|source| SocketError::Bind {
         path: path.to_owned(),
         source,
