@@ -8,7 +8,7 @@ use cvm_launch::inputs::SnpInputs;
 use cvm_launch::measure::{self, Format};
 use cvm_launch::run::{RunCliError, SimRunArgs};
 
-/// cvm-launch: computes confidential-VM launch measurements offline.
+/// cvm-launch: launches confidential VMs and computes their launch measurements offline.
 ///
 /// Supported now: `measure --tee snp|tdx`, `probe`, `run --tee sim`. Not implemented yet (exit 2):
 /// `run --tee snp|tdx`.
@@ -110,9 +110,9 @@ enum Command {
         /// SEV_FEATURES in hex (default 0x1).
         #[arg(long)]
         guest_features: Option<String>,
-        /// Simulator directory made by `cvm-attest sim init --out DIR`.
+        /// Simulator directory made by `cvm-attest sim init --out DIR` (required for --tee sim).
         #[arg(long)]
-        sim_dir: PathBuf,
+        sim_dir: Option<PathBuf>,
         /// Also serve the simulated PSP to host processes on this Unix socket (length-prefixed
         /// CBOR {tee, report_data} -> {evidence, certs}).
         #[arg(long)]
@@ -247,6 +247,12 @@ fn main() -> ExitCode {
                 Tee::Snp => return not_yet("run --tee snp"),
                 Tee::Tdx => return not_yet("run --tee tdx"),
             }
+            let Some(sim_dir) = sim_dir else {
+                eprintln!(
+                    "cvm-launch: run --tee sim needs --sim-dir DIR (create one with `cvm-attest sim init --out DIR`)"
+                );
+                return ExitCode::from(2);
+            };
             let host_data = match host_data.as_deref().map(hex::decode) {
                 None => [0u8; 32],
                 Some(Ok(b)) if b.len() == 32 => {
