@@ -2,8 +2,8 @@
 //! and the TCB info / QE identity bodies.
 #![no_main]
 
-use cvm_attest::tdx::collateral::{QeIdentity, TcbInfo, parse_pcs_json};
 use cvm_attest::tdx::Collateral;
+use cvm_attest::tdx::collateral::{QeIdentity, TcbInfo, parse_pcs_json};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

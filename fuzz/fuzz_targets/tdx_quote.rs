@@ -2,8 +2,8 @@
 //! set) at a time when that collateral is current, so inputs that keep the signatures reach the TCB steps.
 #![no_main]
 
-use cvm_attest::tdx::{Collateral, Quote, TdxVerifier};
 use cvm_attest::Policy;
+use cvm_attest::tdx::{Collateral, Quote, TdxVerifier};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -22,7 +22,11 @@ fn fixture() -> &'static Fixture {
             .unwrap_or_else(|| {
                 let fuzz_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
                 let main = fuzz_dir.join("../../shared/vectors");
-                if main.exists() { main } else { fuzz_dir.join("../../../shared/vectors") }
+                if main.exists() {
+                    main
+                } else {
+                    fuzz_dir.join("../../../shared/vectors")
+                }
             });
         let bytes = std::fs::read(dir.join("tdx/v4-dcapqvl-collateral-b0c06f000000.json"))
             .expect("vectors: set CVM_VECTORS");
@@ -39,6 +43,8 @@ fuzz_target!(|data: &[u8]| {
     let f = fixture();
     let _ = Quote::parse(data);
     let _ = f.verifier.fmspc_of(data);
-    let verdict = f.verifier.verify(data, Some(&f.collateral), &f.policy, f.at);
+    let verdict = f
+        .verifier
+        .verify(data, Some(&f.collateral), &f.policy, f.at);
     let _ = verdict.claims.to_string();
 });
