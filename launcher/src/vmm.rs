@@ -22,7 +22,8 @@ pub struct SimRunConfig {
     pub low_ram_bytes: usize,
     /// Stop after this many VM exits (a guest that never halts).
     pub max_exits: u64,
-    /// Stop when the guest has run this long (checked at each exit).
+    /// Stop when the guest has run this long. Checked at each exit: a guest spinning without
+    /// exits is not interrupted (there is no watchdog signal yet).
     pub timeout: Duration,
 }
 
@@ -240,6 +241,7 @@ fn run_loop(
                     faults.unhandled_port_reads += 1;
                 }
             }
+            // Nothing is mapped there: reads see a floating bus (all ones), like real hardware.
             VcpuExit::MmioRead(_, data) => {
                 data.fill(0xff);
                 faults.mmio_accesses += 1;

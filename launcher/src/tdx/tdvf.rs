@@ -164,3 +164,48 @@ fn check(index: usize, s: &TdvfSection, image_len: usize) -> Result<(), TdvfErro
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::TestImage;
+
+    #[test]
+    fn reads_the_sections_of_a_built_image() {
+        let t = TestImage::tdvf_default();
+        let img = t.build();
+        let info = OvmfInfo::parse(&img).unwrap();
+        assert_eq!(parse(&img, &info).unwrap(), t.tdvf);
+    }
+
+    #[test]
+    fn no_cut_of_the_image_panics() {
+        let img = TestImage::tdvf_default().build();
+        for cut in 0..img.len() {
+            let tail = &img[cut..];
+            if let Ok(info) = OvmfInfo::parse(tail) {
+                let _ = parse(tail, &info);
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_sections_that_do_not_fit() {
+        let mut t = TestImage::tdvf_default();
+        t.tdvf[0].raw_data_size = 0x10_0000;
+        let img = t.build();
+        let info = OvmfInfo::parse(&img).unwrap();
+        assert!(matches!(
+            parse(&img, &info),
+            Err(TdvfError::BadSection { index: 0, .. })
+        ));
+        let mut t = TestImage::tdvf_default();
+        t.tdvf[2].memory_address = 0x80_9800;
+        let img = t.build();
+        let info = OvmfInfo::parse(&img).unwrap();
+        assert!(matches!(
+            parse(&img, &info),
+            Err(TdvfError::BadSection { index: 2, .. })
+        ));
+    }
+}
