@@ -23,9 +23,9 @@ struct Cli {
 enum Tee {
     /// AMD SEV-SNP.
     Snp,
-    /// Intel TDX (not implemented yet).
+    /// Intel TDX (`measure` prints MRTD; `run` is not implemented yet).
     Tdx,
-    /// Plain KVM with a simulated TEE (not implemented yet).
+    /// Plain KVM with a simulated TEE (`run` only).
     Sim,
 }
 
@@ -178,7 +178,24 @@ fn main() -> ExitCode {
             };
             match tee {
                 Tee::Snp => {}
-                Tee::Tdx => return measure_tdx(&firmware, format),
+                Tee::Tdx => {
+                    let snp_only = [
+                        vcpus.is_some(),
+                        cpu_type.is_some(),
+                        vmm_type.is_some(),
+                        guest_features.is_some(),
+                        kernel.is_some(),
+                        initrd.is_some(),
+                        append.is_some(),
+                    ];
+                    if snp_only.contains(&true) {
+                        eprintln!(
+                            "cvm-launch: measure --tee tdx takes only --firmware and --format (MRTD does not depend on vCPUs, CPU type or kernel; RTMRs are not computed yet)"
+                        );
+                        return ExitCode::from(2);
+                    }
+                    return measure_tdx(&firmware, format);
+                }
                 Tee::Sim => {
                     eprintln!(
                         "cvm-launch: measure --tee sim: a simulated guest has the SNP digest, use --tee snp"
