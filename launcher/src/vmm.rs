@@ -12,6 +12,7 @@ use crate::devices::PioBus;
 use crate::devices::psp::{PSP_BASE, PSP_LEN, PspDevice, ReportSigner};
 use crate::devices::serial::{COM1_BASE, COM1_LEN, SerialPort};
 use crate::kvm::vm::{GuestRam, Vm, VmError, set_reset_state};
+use crate::kvm::watchdog::Watchdog;
 use crate::plan::{LaunchPlan, LaunchUpdate};
 use crate::snp::vmsa;
 
@@ -22,8 +23,8 @@ pub struct SimRunConfig {
     pub low_ram_bytes: usize,
     /// Stop after this many VM exits (a guest that never halts).
     pub max_exits: u64,
-    /// Stop when the guest has run this long. Checked at each exit: a guest spinning without
-    /// exits is not interrupted (there is no watchdog signal yet).
+    /// Stop when the guest has run this long (a watchdog signal interrupts a guest spinning
+    /// without exits).
     pub timeout: Duration,
 }
 
@@ -227,8 +228,14 @@ fn run_loop(
     let start = Instant::now();
     let mut faults = GuestFaults::default();
     let mut exits = 0u64;
+    let _watchdog = Watchdog::start(cfg.timeout);
     loop {
-        let exit = vcpu.run().map_err(RunError::KvmRun)?;
+        let exit = match vcpu.run() {
+            Ok(e) => e,
+            // The watchdog's kick: fall through to the time check below.
+            Err(e) if e.errno() == libc::EINTR => VcpuExit::Intr,
+            Err(e) => return Err(RunError::KvmRun(e)),
+        };
         exits += 1;
         match exit {
             VcpuExit::IoOut(port, data) => {
@@ -251,6 +258,7 @@ fn run_loop(
             VcpuExit::Shutdown => return Err(RunError::Shutdown { exits }),
             VcpuExit::FailEntry(reason, _) => return Err(RunError::FailEntry(reason)),
             VcpuExit::InternalError => return Err(RunError::InternalError { exits }),
+            VcpuExit::Intr => {}
             _ => faults.unexpected_exits += 1,
         }
         if exits >= cfg.max_exits || start.elapsed() > cfg.timeout {

@@ -87,3 +87,34 @@ fn guest_prints_the_report_the_psp_signed_with_the_plan_digest() {
     assert_eq!(out.psp_requests, 1);
     assert_eq!(out.faults, Default::default());
 }
+
+#[test]
+fn a_guest_spinning_without_exits_is_stopped_at_the_timeout() {
+    if !kvm_usable() {
+        println!("skipped: /dev/kvm is missing or not accessible; the sim guest needs KVM");
+        return;
+    }
+    // `jmp $` at the reset vector: no exit ever.
+    let mut image = vec![0xf4u8; 4096];
+    image[0xff0..0xff2].copy_from_slice(&[0xeb, 0xfe]);
+    let plan = LaunchPlan::snp(SnpPlanConfig {
+        firmware: image,
+        vcpus: 1,
+        cpu: CpuType::by_name("EPYC-v4").unwrap(),
+        vmm: VmmType::Qemu,
+        guest_features: DEFAULT_GUEST_FEATURES,
+        kernel_hashes: None,
+    })
+    .unwrap();
+    let cfg = SimRunConfig {
+        timeout: std::time::Duration::from_millis(500),
+        ..SimRunConfig::default()
+    };
+    let t = std::time::Instant::now();
+    let err = run_sim(&plan, Arc::new(Fake([0; 48])), Console::default(), &cfg).unwrap_err();
+    assert!(
+        matches!(err, cvm_launch::vmm::RunError::NoHalt { .. }),
+        "{err}"
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -5,3 +5,4 @@
 pub mod sev_dev;
 pub mod system;
 pub mod vm;
+pub mod watchdog;
