@@ -37,28 +37,6 @@ fn at(v: &Vector) -> String {
     v.expected()["verifies_at"].as_str().unwrap().to_owned()
 }
 
-const CLAIMS: &[&str] = &[
-    "version",
-    "tee_tcb_svn",
-    "mrseam",
-    "td_attributes",
-    "debug",
-    "xfam",
-    "mrtd",
-    "mrconfigid",
-    "mrowner",
-    "mrownerconfig",
-    "rtmr0",
-    "rtmr1",
-    "rtmr2",
-    "rtmr3",
-    "report_data",
-    "fmspc",
-    "tcb_status",
-    "advisory_ids",
-    "revocation_checked",
-];
-
 fn check_shape(json: &Value) {
     let obj = json.as_object().unwrap();
     let mut keys: Vec<_> = obj.keys().map(String::as_str).collect();

@@ -27,27 +27,7 @@ fn every_manifest_quote_gets_the_manifest_verdict_at_its_time() {
         );
         let claims = &default.claims;
         // Claims are filled whenever the quote parsed, accepted or not.
-        for key in [
-            "version",
-            "tee_tcb_svn",
-            "mrseam",
-            "td_attributes",
-            "debug",
-            "xfam",
-            "mrtd",
-            "mrconfigid",
-            "mrowner",
-            "mrownerconfig",
-            "rtmr0",
-            "rtmr1",
-            "rtmr2",
-            "rtmr3",
-            "report_data",
-            "fmspc",
-            "tcb_status",
-            "advisory_ids",
-            "revocation_checked",
-        ] {
+        for key in CLAIMS {
             assert!(claims.get(key).is_some(), "{}: claim {key} missing", v.id);
         }
         let td = &v.entry["td_report"];

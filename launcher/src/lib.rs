@@ -1,7 +1,36 @@
-//! `cvm-launch` starts KVM guests with encrypted memory (SEV-SNP, TDX, simulated) and computes launch measurements.
+//! `cvm-launch`: starts KVM guests with encrypted memory (SEV-SNP, TDX, simulated) and computes
+//! their launch measurements offline.
 //!
-//! Not implemented yet: this crate is built by issue #8. The binary only explains that.
+//! - [`plan`]: the launch plan, one ordered list of what goes into guest memory; it drives both
+//!   the offline digest and a launch.
+//! - [`measure`]: the SNP launch digest of a plan and its printed forms.
+//! - [`ovmf`]: the OVMF footer table and SEV metadata.
+//! - [`snp`]: PAGE_INFO chain, VMSA pages, CPU types, kernel hashes page.
+//! - [`probe`]: what the host supports (KVM, VM types, guest_memfd, SEV, TDX).
+//! - [`kvm`]: the only module with `unsafe`: KVM and SEV ioctls.
+//! - [`cvm`]: SNP and TDX launch ioctl sequences behind a trait (recorded in tests).
+//! - [`vmm`]: the `sim` backend: a plan on plain KVM, vCPU loop, exits.
+//! - [`devices`]: COM1 (8250) and the simulated PSP's I/O ports.
+//! - [`run`]: `cvm-launch run --tee sim` from inputs to a halted guest.
+//! - [`sim_psp`]: the simulated AMD secure processor signing with the plan's digest.
+//! - [`sim_socket`]: the simulated PSP for host processes (Unix socket, CBOR).
+//! - [`tdx`]: TDVF metadata and MRTD.
+//! - [`synthetic`]: OVMF-like images for tests and benchmarks.
 
-/// What the binary prints while the crate is not implemented.
-pub const NOT_YET: &str =
-    "cvm-launch is not implemented yet (tracked as issue #8); nothing was done.";
+pub mod cvm;
+pub mod devices;
+pub mod guid;
+pub mod inputs;
+#[allow(unsafe_code)]
+pub mod kvm;
+pub mod measure;
+pub mod ovmf;
+pub mod plan;
+pub mod probe;
+pub mod run;
+pub mod sim_psp;
+pub mod sim_socket;
+pub mod snp;
+pub mod synthetic;
+pub mod tdx;
+pub mod vmm;

@@ -1,16 +1,328 @@
-//! The `cvm-launch` binary.
+//! The `cvm-launch` binary: parses arguments and calls the library.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-/// cvm-launch: starts KVM guests with encrypted memory (SEV-SNP, TDX, simulated) and computes launch measurements.
+use clap::{Parser, Subcommand, ValueEnum};
+use cvm_launch::inputs::SnpInputs;
+use cvm_launch::measure::{self, Format};
+use cvm_launch::run::{RunCliError, SimRunArgs};
+
+/// cvm-launch: launches confidential VMs and computes their launch measurements offline.
 ///
-/// Not implemented yet: this program only prints its help.
+/// Supported now: `measure --tee snp|tdx`, `probe`, `run --tee sim`. Not implemented yet (exit 2):
+/// `run --tee snp|tdx`.
 #[derive(Parser)]
 #[command(name = "cvm-launch", version)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> std::process::ExitCode {
-    let _ = Cli::parse();
-    eprintln!("{}", cvm_launch::NOT_YET);
-    std::process::ExitCode::from(2)
+#[derive(Clone, Copy, ValueEnum)]
+enum Tee {
+    /// AMD SEV-SNP.
+    Snp,
+    /// Intel TDX (`measure` prints MRTD; `run` is not implemented yet).
+    Tdx,
+    /// Plain KVM with a simulated TEE (`run` only).
+    Sim,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutFormat {
+    /// `[snp] measurements = ["<96 hex>"]`, the appraisal policy fragment.
+    Toml,
+    /// The digest alone, 96 hex digits.
+    Hex,
+    /// One JSON object with the digest and the plan's parameters.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the launch measurement a guest will have (SNP launch digest or TDX MRTD).
+    ///
+    /// SNP: the digest chains one PAGE_INFO per SNP_LAUNCH_UPDATE page (SEV-SNP ABI §8.17.2): the
+    /// firmware mapped to end at 4 GiB, the OVMF SEV metadata sections, one VMSA per vCPU. For
+    /// OVMF it equals the `sev-snp-measure` tool's output. TDX: MRTD from the firmware's TDVF
+    /// metadata (TDH.MEM.PAGE.ADD / TDH.MR.EXTEND); --vcpus, --cpu-type and the kernel options do
+    /// not apply (RTMRs are not computed yet).
+    Measure {
+        /// Which TEE's measurement.
+        #[arg(long, value_enum)]
+        tee: Tee,
+        /// Firmware image (OVMF.fd; any flat image with its reset vector at the end).
+        #[arg(long)]
+        firmware: PathBuf,
+        /// Number of vCPUs (SNP, required).
+        #[arg(long)]
+        vcpus: Option<u32>,
+        /// Guest CPU type (SNP, required; QEMU name: EPYC-v4, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...).
+        #[arg(long)]
+        cpu_type: Option<String>,
+        /// Reset state and page order of this VMM: qemu (default), ec2, gce.
+        #[arg(long)]
+        vmm_type: Option<String>,
+        /// SEV_FEATURES of the VMSAs in hex (default 0x1, SNPActive).
+        #[arg(long)]
+        guest_features: Option<String>,
+        /// Kernel for a measured direct boot through OVMF (needs OVMF with SNP kernel hashes).
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// Initrd (with --kernel).
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        /// Kernel command line (with --kernel).
+        #[arg(long)]
+        append: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "toml")]
+        format: OutFormat,
+    },
+    /// Report what this host supports: KVM API version, VM types (KVM_CAP_VM_TYPES: SNP=4,
+    /// TDX=5), guest_memfd, /dev/sev and its firmware version, the kvm_amd/kvm_intel parameters.
+    Probe {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Launch a guest. `--tee sim`: plain KVM with a simulated PSP that signs SNP reports with the
+    /// plan's SNP digest (the guest reaches it on I/O ports 0x510-0x512, host processes on
+    /// --sim-socket); one vCPU; COM1 on stdout, a summary on stderr. `--tee snp|tdx`: not
+    /// implemented yet (exit 2).
+    Run {
+        /// Which TEE.
+        #[arg(long, value_enum)]
+        tee: Tee,
+        /// Firmware image (for the repository's test guest: launcher/guest/sim-guest.bin).
+        #[arg(long)]
+        firmware: PathBuf,
+        /// Number of vCPUs (the sim backend runs 1).
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        /// Guest CPU type (QEMU name), as for `measure`.
+        #[arg(long)]
+        cpu_type: String,
+        /// VMM type for the VMSA reset state: qemu (default), ec2, gce.
+        #[arg(long)]
+        vmm_type: Option<String>,
+        /// SEV_FEATURES in hex (default 0x1).
+        #[arg(long)]
+        guest_features: Option<String>,
+        /// Simulator directory made by `cvm-attest sim init --out DIR` (required for --tee sim).
+        #[arg(long)]
+        sim_dir: Option<PathBuf>,
+        /// Also serve the simulated PSP to host processes on this Unix socket (length-prefixed
+        /// CBOR {tee, report_data} -> {evidence, certs}).
+        #[arg(long)]
+        sim_socket: Option<PathBuf>,
+        /// With --sim-socket: keep serving after the guest halts, until killed.
+        #[arg(long)]
+        linger: bool,
+        /// Guest RAM below the firmware, in MiB.
+        #[arg(long, default_value_t = 16)]
+        memory_mib: u32,
+        /// HOST_DATA for the reports, 64 hex digits (default zero).
+        #[arg(long)]
+        host_data: Option<String>,
+    },
+}
+
+fn not_yet(what: &str) -> ExitCode {
+    eprintln!("cvm-launch: {what} is not implemented yet (issue #8); nothing was done.");
+    ExitCode::from(2)
+}
+
+fn measure_tdx(firmware: &std::path::Path, format: Format) -> ExitCode {
+    let image = match std::fs::read(firmware) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!(
+                "cvm-launch: cannot read firmware {}: {e}",
+                firmware.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match cvm_launch::tdx::mrtd::mrtd_of_firmware(&image) {
+        Ok(m) => {
+            print!("{}", measure::render_tdx(&m, format));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cvm-launch: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Measure {
+            tee,
+            firmware,
+            vcpus,
+            cpu_type,
+            vmm_type,
+            guest_features,
+            kernel,
+            initrd,
+            append,
+            format,
+        } => {
+            let format = match format {
+                OutFormat::Toml => Format::Toml,
+                OutFormat::Hex => Format::Hex,
+                OutFormat::Json => Format::Json,
+            };
+            match tee {
+                Tee::Snp => {}
+                Tee::Tdx => {
+                    let snp_only = [
+                        vcpus.is_some(),
+                        cpu_type.is_some(),
+                        vmm_type.is_some(),
+                        guest_features.is_some(),
+                        kernel.is_some(),
+                        initrd.is_some(),
+                        append.is_some(),
+                    ];
+                    if snp_only.contains(&true) {
+                        eprintln!(
+                            "cvm-launch: measure --tee tdx takes only --firmware and --format (MRTD does not depend on vCPUs, CPU type or kernel; RTMRs are not computed yet)"
+                        );
+                        return ExitCode::from(2);
+                    }
+                    return measure_tdx(&firmware, format);
+                }
+                Tee::Sim => {
+                    eprintln!(
+                        "cvm-launch: measure --tee sim: a simulated guest has the SNP digest, use --tee snp"
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+            let (Some(vcpus), Some(cpu_type)) = (vcpus, cpu_type) else {
+                eprintln!("cvm-launch: measure --tee snp needs --vcpus N and --cpu-type TYPE");
+                return ExitCode::from(2);
+            };
+            let inputs = SnpInputs {
+                firmware,
+                vcpus,
+                cpu_type,
+                vmm_type,
+                guest_features,
+                kernel,
+                initrd,
+                append,
+            };
+            let plan = match inputs.plan() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("cvm-launch: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            for w in plan.warnings() {
+                eprintln!("cvm-launch: warning: {w}");
+            }
+            let digest = measure::snp_digest(&plan);
+            print!("{}", measure::render_snp(&plan, &digest, format));
+            ExitCode::SUCCESS
+        }
+        Command::Probe { json } => {
+            let report = cvm_launch::probe::probe();
+            if json {
+                match serde_json::to_string(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("cvm-launch: cannot encode the probe report: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                print!("{}", report.to_text());
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run {
+            tee,
+            firmware,
+            vcpus,
+            cpu_type,
+            vmm_type,
+            guest_features,
+            sim_dir,
+            sim_socket,
+            linger,
+            memory_mib,
+            host_data,
+        } => {
+            match tee {
+                Tee::Sim => {}
+                Tee::Snp => return not_yet("run --tee snp"),
+                Tee::Tdx => return not_yet("run --tee tdx"),
+            }
+            let Some(sim_dir) = sim_dir else {
+                eprintln!(
+                    "cvm-launch: run --tee sim needs --sim-dir DIR (create one with `cvm-attest sim init --out DIR`)"
+                );
+                return ExitCode::from(2);
+            };
+            let host_data = match host_data.as_deref().map(hex::decode) {
+                None => [0u8; 32],
+                Some(Ok(b)) if b.len() == 32 => {
+                    let mut h = [0u8; 32];
+                    h.copy_from_slice(&b);
+                    h
+                }
+                Some(_) => {
+                    eprintln!("cvm-launch: --host-data must be 64 hex digits (32 bytes)");
+                    return ExitCode::from(2);
+                }
+            };
+            let args = SimRunArgs {
+                inputs: SnpInputs {
+                    firmware,
+                    vcpus,
+                    cpu_type,
+                    vmm_type,
+                    guest_features,
+                    kernel: None,
+                    initrd: None,
+                    append: None,
+                },
+                sim_dir,
+                sim_socket,
+                linger,
+                memory_mib,
+                host_data,
+            };
+            match cvm_launch::run::run(&args) {
+                Ok((out, measurement)) => {
+                    eprintln!(
+                        "cvm-launch: guest halted: measurement {}, {} exits, {} reports signed, setup {} us, run {} us, guest faults {:?}",
+                        hex::encode(measurement),
+                        out.exits,
+                        out.psp_requests,
+                        out.setup_micros,
+                        out.run_micros,
+                        out.faults
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(
+                    e @ (RunCliError::Inputs(_) | RunCliError::Sim { .. } | RunCliError::Socket(_)),
+                ) => {
+                    eprintln!("cvm-launch: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("cvm-launch: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
 }

@@ -171,3 +171,26 @@ pub fn pem_range(quote: &[u8]) -> std::ops::Range<usize> {
         u32::from_le_bytes(quote[sig_len_at..sig_len_at + 4].try_into().unwrap()) as usize;
     start..sig_len_at + 4 + sig_len
 }
+
+/// The TDX claim keys of DESIGN.md's `--json` contract.
+pub const CLAIMS: &[&str] = &[
+    "version",
+    "tee_tcb_svn",
+    "mrseam",
+    "td_attributes",
+    "debug",
+    "xfam",
+    "mrtd",
+    "mrconfigid",
+    "mrowner",
+    "mrownerconfig",
+    "rtmr0",
+    "rtmr1",
+    "rtmr2",
+    "rtmr3",
+    "report_data",
+    "fmspc",
+    "tcb_status",
+    "advisory_ids",
+    "revocation_checked",
+];

@@ -1,0 +1,167 @@
+//! The confidential-VM ioctl sequences (SNP and TDX launch) over a small trait, so that the
+//! sequence a plan produces — command ids, flags and the exact argument bytes — can be recorded and
+//! tested on hosts without SNP or TDX.
+//!
+//! - [`CvmOps`]: one method per `KVM_MEMORY_ENCRYPT_OP` flavour (SEV command on the VM fd, TDX
+//!   command on the VM fd or a vCPU fd); payloads are the kernel structs as bytes.
+//! - [`Recorder`]: a [`CvmOps`] that records every call (and completes it as the kernel would).
+//! - [`snp`]: KVM_SEV_INIT2 → SNP_LAUNCH_START → SNP_LAUNCH_UPDATE… → SNP_LAUNCH_FINISH.
+//! - [`tdx`]: KVM_TDX_INIT_VM → INIT_VCPU… → INIT_MEM_REGION… → FINALIZE_VM.
+//!
+//! Not here yet: the implementation of [`CvmOps`] on real KVM file descriptors (it needs an SNP or
+//! TDX host to be tested); `cvm-launch run --tee snp|tdx` says so.
+
+pub mod snp;
+pub mod tdx;
+
+/// Why a confidential-VM command failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// The ioctl failed.
+    #[error("{what} failed: errno {errno}, firmware error {fw_error:#x}")]
+    Ioctl {
+        /// Command name.
+        what: &'static str,
+        /// errno.
+        errno: i32,
+        /// Firmware / TDX module status.
+        fw_error: u64,
+    },
+    /// The kernel kept reporting partial progress.
+    #[error("{0} made no progress")]
+    NoProgress(&'static str),
+    /// The plan lacks something the launch needs.
+    #[error("the launch needs {0}")]
+    Missing(&'static str),
+}
+
+/// The confidential-VM commands of KVM (`KVM_MEMORY_ENCRYPT_OP`).
+pub trait CvmOps {
+    /// An SEV command (`struct kvm_sev_cmd { id, data = payload }`) on the VM fd. The kernel may
+    /// write back into `payload`.
+    fn sev_op(&mut self, id: u32, payload: &mut [u8]) -> Result<(), OpsError>;
+    /// A TDX command (`struct kvm_tdx_cmd { id, flags, data = payload }`) on the VM fd.
+    fn tdx_vm_op(&mut self, id: u32, flags: u32, payload: &mut [u8]) -> Result<(), OpsError>;
+    /// A TDX command on the fd of vCPU `vcpu`; `data` is passed by value (INIT_VCPU) or as a
+    /// payload pointer (INIT_MEM_REGION).
+    fn tdx_vcpu_op(
+        &mut self,
+        vcpu: u32,
+        id: u32,
+        flags: u32,
+        payload: TdxData<'_>,
+    ) -> Result<(), OpsError>;
+}
+
+/// The `data` field of a vCPU-level TDX command.
+#[derive(Debug)]
+pub enum TdxData<'a> {
+    /// A value (KVM_TDX_INIT_VCPU: the TD HOB address).
+    Value(u64),
+    /// A pointer to these bytes.
+    Bytes(&'a mut [u8]),
+}
+
+/// Where a recorded command went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The VM fd, SEV command.
+    SevVm,
+    /// The VM fd, TDX command.
+    TdxVm,
+    /// A vCPU fd, TDX command.
+    TdxVcpu(u32),
+}
+
+/// One recorded command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// Where.
+    pub target: Target,
+    /// Command id.
+    pub id: u32,
+    /// Flags (TDX).
+    pub flags: u32,
+    /// The payload bytes as passed (empty for a by-value `data`).
+    pub payload: Vec<u8>,
+    /// The by-value `data` (TDX INIT_VCPU).
+    pub value: Option<u64>,
+}
+
+/// A [`CvmOps`] that records calls. SNP_LAUNCH_UPDATE is completed the way KVM reports it: `len`
+/// set to 0 and `gfn_start`/`uaddr` advanced.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// Calls in order.
+    pub calls: Vec<Call>,
+}
+
+impl CvmOps for Recorder {
+    fn sev_op(&mut self, id: u32, payload: &mut [u8]) -> Result<(), OpsError> {
+        self.calls.push(Call {
+            target: Target::SevVm,
+            id,
+            flags: 0,
+            payload: payload.to_vec(),
+            value: None,
+        });
+        if id == snp::SNP_LAUNCH_UPDATE {
+            snp::complete_update(payload);
+        }
+        Ok(())
+    }
+
+    fn tdx_vm_op(&mut self, id: u32, flags: u32, payload: &mut [u8]) -> Result<(), OpsError> {
+        self.calls.push(Call {
+            target: Target::TdxVm,
+            id,
+            flags,
+            payload: payload.to_vec(),
+            value: None,
+        });
+        Ok(())
+    }
+
+    fn tdx_vcpu_op(
+        &mut self,
+        vcpu: u32,
+        id: u32,
+        flags: u32,
+        data: TdxData<'_>,
+    ) -> Result<(), OpsError> {
+        let (payload, value) = match data {
+            TdxData::Value(v) => (Vec::new(), Some(v)),
+            TdxData::Bytes(b) => {
+                let p = b.to_vec();
+                if id == tdx::KVM_TDX_INIT_MEM_REGION {
+                    tdx::complete_mem_region(b);
+                }
+                (p, None)
+            }
+        };
+        self.calls.push(Call {
+            target: Target::TdxVcpu(vcpu),
+            id,
+            flags,
+            payload,
+            value,
+        });
+        Ok(())
+    }
+}
+
+/// Writes `bytes` at `at` in `buf` (offsets come from `offset_of!` on the kernel structs, so
+/// they are always in range; out-of-range writes are ignored rather than panicking).
+pub(crate) fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    if let Some(dst) = buf.get_mut(at..at + bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
+}
+
+/// Reads a little-endian `u64` at `at` (0 when out of range).
+pub(crate) fn get_u64(buf: &[u8], at: usize) -> u64 {
+    buf.get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}

@@ -1,0 +1,84 @@
+//! `cvm-launch run --tee sim`: plan → digest → simulated PSP → VM, then optionally keep serving
+//! the PSP socket.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::devices::psp::ReportSigner;
+use crate::inputs::{InputError, SnpInputs};
+use crate::measure::snp_digest;
+use crate::sim_psp::SimPsp;
+use crate::sim_socket::{self, SocketError};
+use crate::vmm::{RunError, RunOutcome, SimRunConfig, run_sim};
+
+/// What `run --tee sim` takes.
+#[derive(Clone, Debug)]
+pub struct SimRunArgs {
+    /// The plan's inputs (firmware, vCPUs, CPU type, …).
+    pub inputs: SnpInputs,
+    /// Simulator directory (`cvm-attest sim init --out DIR`).
+    pub sim_dir: PathBuf,
+    /// Serve the simulated PSP to host processes on this Unix socket.
+    pub sim_socket: Option<PathBuf>,
+    /// After the guest halts, keep serving the socket until the process is killed.
+    pub linger: bool,
+    /// Guest RAM below the firmware, MiB.
+    pub memory_mib: u32,
+    /// HOST_DATA for every report.
+    pub host_data: [u8; 32],
+}
+
+/// Why `run --tee sim` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunCliError {
+    /// The plan's inputs.
+    #[error(transparent)]
+    Inputs(#[from] InputError),
+    /// The simulator directory.
+    #[error(
+        "cannot load the simulated PSP from {dir}: {message} (create it with `cvm-attest sim init --out {dir}`)"
+    )]
+    Sim {
+        /// The directory.
+        dir: String,
+        /// What failed.
+        message: String,
+    },
+    /// The socket.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// The VM.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Runs the guest of `args` with its console on stdout; returns how the run ended and the
+/// measurement the reports carry.
+pub fn run(args: &SimRunArgs) -> Result<(RunOutcome, [u8; 48]), RunCliError> {
+    let plan = args.inputs.plan()?;
+    let measurement = snp_digest(&plan);
+    let psp =
+        SimPsp::load(&args.sim_dir, measurement, args.host_data).map_err(|e| RunCliError::Sim {
+            dir: args.sim_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+    let signer: Arc<dyn ReportSigner> = Arc::new(psp);
+    let socket = match &args.sim_socket {
+        Some(p) => Some(sim_socket::serve(p, Arc::clone(&signer))?),
+        None => None,
+    };
+    let cfg = SimRunConfig {
+        low_ram_bytes: (args.memory_mib as usize) << 20,
+        ..SimRunConfig::default()
+    };
+    let outcome = run_sim(&plan, signer, std::io::stdout(), &cfg)?;
+    if args.linger && socket.is_some() {
+        eprintln!("cvm-launch: guest halted; serving the simulated PSP socket until killed");
+        loop {
+            std::thread::park();
+        }
+    }
+    drop(socket);
+    Ok((outcome, measurement))
+}

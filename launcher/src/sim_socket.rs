@@ -1,0 +1,256 @@
+//! The simulated PSP for host processes: a Unix socket speaking length-prefixed CBOR, so a
+//! `cvm-agent --tee sim` on the host gets the same reports the guest gets.
+//!
+//! Each message is a 4-byte big-endian length followed by that many bytes of CBOR (requests at
+//! most [`MAX_REQUEST`] bytes). A connection may carry several requests, one at a time.
+//!
+//! ```text
+//! request   {"tee": "snp", "report_data": bytes(64)}
+//! response  {"evidence": bytes, "certs": [bytes]}          the report; VCEK DER first
+//! error     {"code": text, "message": text}                 code: MALFORMED | UNSUPPORTED_TEE_TYPE | SIGNER_FAILED
+//! ```
+
+use std::io::{Read, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::devices::psp::ReportSigner;
+
+/// Largest request accepted (a request is about 90 bytes).
+pub const MAX_REQUEST: usize = 4096;
+/// How long a client may take to send a request before the connection is dropped.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A byte string in CBOR (major type 2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ByteString(#[serde(with = "cvm_keys::cbor::bytes")] pub Vec<u8>);
+
+/// A request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceRequest {
+    /// `"snp"` (the only TEE the simulated PSP serves).
+    pub tee: String,
+    /// REPORT_DATA, 64 bytes.
+    pub report_data: ByteString,
+}
+
+/// A successful response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceResponse {
+    /// The signed report.
+    pub evidence: ByteString,
+    /// Certificates, VCEK DER first.
+    pub certs: Vec<ByteString>,
+}
+
+/// An error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// Reason code.
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Why the socket could not be served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SocketError {
+    /// Binding failed.
+    #[error(
+        "cannot listen on {path}: {source} (does the directory exist; is a stale socket there?)"
+    )]
+    Bind {
+        /// Socket path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A listening socket; the file is removed on drop.
+#[derive(Debug)]
+pub struct SimSocket {
+    path: PathBuf,
+}
+
+impl Drop for SimSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds `path` and serves requests with `signer` on a background thread for the life of the
+/// process (the returned guard removes the socket file).
+pub fn serve(path: &Path, signer: Arc<dyn ReportSigner>) -> Result<SimSocket, SocketError> {
+    // A socket left by a launcher that was killed: nobody listens there any more.
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+        && UnixStream::connect(path).is_err()
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|source| SocketError::Bind {
+        path: path.to_owned(),
+        source,
+    })?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            match conn {
+                Ok(stream) => handle(stream, signer.as_ref()),
+                Err(_) => continue,
+            }
+        }
+    });
+    Ok(SimSocket {
+        path: path.to_owned(),
+    })
+}
+
+fn handle(mut stream: UnixStream, signer: &dyn ReportSigner) {
+    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+    while let Some(body) = read_frame(&mut stream) {
+        let reply = answer(&body, signer);
+        if write_frame(&mut stream, &reply).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_frame(stream: &mut UnixStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let len = usize::try_from(u32::from_be_bytes(len)).ok()?;
+    if len > MAX_REQUEST {
+        let err = error(
+            "MALFORMED",
+            format!("request of {len} bytes exceeds {MAX_REQUEST}"),
+        );
+        let _ = write_frame(stream, &err);
+        return None;
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// Writes one frame.
+pub fn write_frame<W: Write>(w: &mut W, body: &[u8]) -> std::io::Result<()> {
+    let len =
+        u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame longer than 4 GiB"))?;
+    w.write_all(&len.to_be_bytes())?;
+    w.write_all(body)?;
+    w.flush()
+}
+
+fn error(code: &str, message: String) -> Vec<u8> {
+    cvm_keys::cbor::to_vec(&ErrorResponse {
+        code: code.to_owned(),
+        message,
+    })
+    .unwrap_or_default()
+}
+
+/// Answers one request body (CBOR bytes in, CBOR bytes out).
+pub fn answer(body: &[u8], signer: &dyn ReportSigner) -> Vec<u8> {
+    let req: EvidenceRequest = match cvm_keys::cbor::from_slice_capped(body, MAX_REQUEST) {
+        Ok(r) => r,
+        Err(e) => return error("MALFORMED", format!("request: {e}")),
+    };
+    if req.tee != "snp" {
+        return error(
+            "UNSUPPORTED_TEE_TYPE",
+            format!("tee {:?}: the simulated PSP serves \"snp\" only", req.tee),
+        );
+    }
+    let Ok(rd) = <[u8; 64]>::try_from(req.report_data.0.as_slice()) else {
+        return error(
+            "MALFORMED",
+            format!(
+                "report_data is {} bytes; it must be 64",
+                req.report_data.0.len()
+            ),
+        );
+    };
+    match signer.snp_report(&rd) {
+        Ok(report) => cvm_keys::cbor::to_vec(&EvidenceResponse {
+            evidence: ByteString(report),
+            certs: signer.certs().into_iter().map(ByteString).collect(),
+        })
+        .unwrap_or_else(|e| error("SIGNER_FAILED", e.to_string())),
+        Err(e) => error("SIGNER_FAILED", e),
+    }
+}
+
+/// A client: asks the socket at `path` for evidence over `report_data`.
+pub fn request(path: &Path, report_data: &[u8; 64]) -> std::io::Result<Vec<u8>> {
+    let mut s = UnixStream::connect(path)?;
+    s.set_read_timeout(Some(READ_TIMEOUT))?;
+    let req = cvm_keys::cbor::to_vec(&EvidenceRequest {
+        tee: "snp".into(),
+        report_data: ByteString(report_data.to_vec()),
+    })
+    .map_err(std::io::Error::other)?;
+    write_frame(&mut s, &req)?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let len = usize::try_from(u32::from_be_bytes(len)).map_err(std::io::Error::other)?;
+    if len > cvm_keys::cbor::DEFAULT_MAX_LEN {
+        return Err(std::io::Error::other("response too large"));
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+    impl ReportSigner for Echo {
+        fn snp_report(&self, rd: &[u8; 64]) -> Result<Vec<u8>, String> {
+            Ok(rd.to_vec())
+        }
+        fn certs(&self) -> Vec<Vec<u8>> {
+            vec![b"vcek".to_vec()]
+        }
+    }
+
+    #[test]
+    fn serves_evidence_and_refuses_bad_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psp.sock");
+        let guard = serve(&path, Arc::new(Echo)).unwrap();
+        let body = request(&path, &[7; 64]).unwrap();
+        let resp: EvidenceResponse = cvm_keys::cbor::from_slice(&body).unwrap();
+        assert_eq!(resp.evidence.0, vec![7; 64]);
+        assert_eq!(resp.certs, vec![ByteString(b"vcek".to_vec())]);
+
+        let bad = cvm_keys::cbor::to_vec(&EvidenceRequest {
+            tee: "tdx".into(),
+            report_data: ByteString(vec![0; 64]),
+        })
+        .unwrap();
+        let e: ErrorResponse = cvm_keys::cbor::from_slice(&answer(&bad, &Echo)).unwrap();
+        assert_eq!(e.code, "UNSUPPORTED_TEE_TYPE");
+        let short = cvm_keys::cbor::to_vec(&EvidenceRequest {
+            tee: "snp".into(),
+            report_data: ByteString(vec![0; 63]),
+        })
+        .unwrap();
+        let e: ErrorResponse = cvm_keys::cbor::from_slice(&answer(&short, &Echo)).unwrap();
+        assert_eq!(e.code, "MALFORMED");
+        let e: ErrorResponse = cvm_keys::cbor::from_slice(&answer(b"\xff", &Echo)).unwrap();
+        assert_eq!(e.code, "MALFORMED");
+        drop(guard);
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,194 @@
+//! Initial VMSA pages (the encrypted vCPU save area of an SEV-ES/SNP guest, AMD APM Vol. 2 Table B-4
+//! "VMSA Layout, State Save Area for SEV-ES") as KVM builds them from the reset state, per VMM.
+
+use super::digest::PAGE_SIZE;
+
+/// Which VMM's reset state to reproduce: QEMU, AWS EC2 and Google GCE differ in a few registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VmmType {
+    /// QEMU/KVM (also this launcher).
+    Qemu,
+    /// AWS EC2.
+    Ec2,
+    /// Google Compute Engine.
+    Gce,
+}
+
+impl VmmType {
+    /// Parses `qemu`, `ec2` or `gce` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "qemu" => Some(Self::Qemu),
+            "ec2" => Some(Self::Ec2),
+            "gce" => Some(Self::Gce),
+            _ => None,
+        }
+    }
+
+    /// The lowercase name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Qemu => "qemu",
+            Self::Ec2 => "ec2",
+            Self::Gce => "gce",
+        }
+    }
+}
+
+/// Reset address of the bootstrap processor.
+pub const BSP_RESET_EIP: u32 = 0xffff_fff0;
+
+// Offsets in the save area (APM Vol. 2 Table B-4).
+const ES: usize = 0x000;
+const CS: usize = 0x010;
+const SS: usize = 0x020;
+const DS: usize = 0x030;
+const FS: usize = 0x040;
+const GS: usize = 0x050;
+const GDTR: usize = 0x060;
+const LDTR: usize = 0x070;
+const IDTR: usize = 0x080;
+const TR: usize = 0x090;
+const EFER: usize = 0x0d0;
+const CR4: usize = 0x148;
+const CR0: usize = 0x158;
+const DR7: usize = 0x160;
+const DR6: usize = 0x168;
+const RFLAGS: usize = 0x170;
+const RIP: usize = 0x178;
+const G_PAT: usize = 0x268;
+const RDX: usize = 0x310;
+const SEV_FEATURES: usize = 0x3b0;
+const XCR0: usize = 0x3e8;
+const MXCSR: usize = 0x408;
+const X87_FCW: usize = 0x410;
+
+/// The register values that make up one initial VMSA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmsaParams {
+    /// Reset address: `CS.base = eip & 0xffff0000`, `RIP = eip & 0xffff`.
+    pub eip: u32,
+    /// SEV_FEATURES (guest features; bit 0 SNPActive).
+    pub sev_features: u64,
+    /// CPUID signature of the guest CPU (RDX at reset) for QEMU.
+    pub cpu_signature: u32,
+    /// Whose reset state.
+    pub vmm: VmmType,
+}
+
+fn put_seg(
+    page: &mut [u8; PAGE_SIZE],
+    at: usize,
+    selector: u16,
+    attrib: u16,
+    limit: u32,
+    base: u64,
+) {
+    page[at..at + 2].copy_from_slice(&selector.to_le_bytes());
+    page[at + 2..at + 4].copy_from_slice(&attrib.to_le_bytes());
+    page[at + 4..at + 8].copy_from_slice(&limit.to_le_bytes());
+    page[at + 8..at + 16].copy_from_slice(&base.to_le_bytes());
+}
+
+fn put_u64(page: &mut [u8; PAGE_SIZE], at: usize, v: u64) {
+    page[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Builds the 4 KiB initial VMSA page for `p`.
+pub fn build(p: &VmsaParams) -> Box<[u8; PAGE_SIZE]> {
+    let (cs_attr, ss_attr, tr_attr, rdx, mxcsr, fcw, g_pat) = match p.vmm {
+        VmmType::Qemu => (
+            0x9b,
+            0x93,
+            0x8b,
+            u64::from(p.cpu_signature),
+            0x1f80u32,
+            0x37fu16,
+            0x0007_0406_0007_0406u64,
+        ),
+        VmmType::Ec2 => {
+            let cs = if p.eip == BSP_RESET_EIP { 0x9a } else { 0x9b };
+            (cs, 0x92, 0x83, 0x600, 0, 0, 0x0007_0406_0007_0406)
+        }
+        VmmType::Gce => (0x9b, 0x93, 0x8b, 0x600, 0, 0, 0x0007_0106),
+    };
+    let mut page = Box::new([0u8; PAGE_SIZE]);
+    let pg = &mut *page;
+    put_seg(pg, ES, 0, 0x93, 0xffff, 0);
+    put_seg(
+        pg,
+        CS,
+        0xf000,
+        cs_attr,
+        0xffff,
+        u64::from(p.eip & 0xffff_0000),
+    );
+    put_seg(pg, SS, 0, ss_attr, 0xffff, 0);
+    put_seg(pg, DS, 0, 0x93, 0xffff, 0);
+    put_seg(pg, FS, 0, 0x93, 0xffff, 0);
+    put_seg(pg, GS, 0, 0x93, 0xffff, 0);
+    put_seg(pg, GDTR, 0, 0, 0xffff, 0);
+    put_seg(pg, LDTR, 0, 0x82, 0xffff, 0);
+    put_seg(pg, IDTR, 0, 0, 0xffff, 0);
+    put_seg(pg, TR, 0, tr_attr, 0xffff, 0);
+    put_u64(pg, EFER, 0x1000); // EFER.SVME, set by KVM
+    put_u64(pg, CR4, 0x40); // CR4.MCE, set by KVM
+    put_u64(pg, CR0, 0x10); // CR0.ET
+    put_u64(pg, DR7, 0x400);
+    put_u64(pg, DR6, 0xffff_0ff0);
+    put_u64(pg, RFLAGS, 0x2);
+    put_u64(pg, RIP, u64::from(p.eip & 0xffff));
+    put_u64(pg, G_PAT, g_pat);
+    put_u64(pg, RDX, rdx);
+    put_u64(pg, SEV_FEATURES, p.sev_features);
+    put_u64(pg, XCR0, 0x1);
+    pg[MXCSR..MXCSR + 4].copy_from_slice(&mxcsr.to_le_bytes());
+    pg[X87_FCW..X87_FCW + 2].copy_from_slice(&fcw.to_le_bytes());
+    page
+}
+
+/// RDX of a VMSA page built by [`build`] (what a plain-KVM vCPU gets so that it starts like the
+/// measured VMSA).
+pub fn rdx(page: &[u8; PAGE_SIZE]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&page[RDX..RDX + 8]);
+    u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bsp_reset_state_for_qemu() {
+        let p = build(&VmsaParams {
+            eip: BSP_RESET_EIP,
+            sev_features: 1,
+            cpu_signature: 0x800f12,
+            vmm: VmmType::Qemu,
+        });
+        assert_eq!(
+            &p[CS..CS + 16],
+            &[
+                0x00, 0xf0, 0x9b, 0, 0xff, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(&p[RIP..RIP + 8], &0xfff0u64.to_le_bytes());
+        assert_eq!(&p[RDX..RDX + 8], &0x800f12u64.to_le_bytes());
+        assert_eq!(p[SEV_FEATURES], 1);
+    }
+
+    #[test]
+    fn ec2_uses_a_non_accessed_code_segment_only_for_the_bsp() {
+        let mk = |eip| {
+            build(&VmsaParams {
+                eip,
+                sev_features: 1,
+                cpu_signature: 0,
+                vmm: VmmType::Ec2,
+            })
+        };
+        assert_eq!(mk(BSP_RESET_EIP)[CS + 2], 0x9a);
+        assert_eq!(mk(0xffff_e004)[CS + 2], 0x9b);
+    }
+}

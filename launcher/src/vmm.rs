@@ -1,0 +1,271 @@
+//! The `sim` backend: runs a launch plan on plain KVM, in Firecracker's order (create VM → memory →
+//! load the plan → devices → vCPU → run loop → handle exits). Nothing is encrypted; the simulated
+//! PSP signs reports with the plan's SNP digest, computed in software by [`crate::measure`].
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use crate::devices::PioBus;
+use crate::devices::psp::{PSP_BASE, PSP_LEN, PspDevice, ReportSigner};
+use crate::devices::serial::{COM1_BASE, COM1_LEN, SerialPort};
+use crate::kvm::vm::{GuestRam, Vm, VmError, set_reset_state};
+use crate::kvm::watchdog::Watchdog;
+use crate::plan::{LaunchPlan, LaunchUpdate};
+use crate::snp::vmsa;
+
+/// Settings of a simulated run.
+#[derive(Clone, Copy, Debug)]
+pub struct SimRunConfig {
+    /// RAM mapped at GPA 0 (the firmware gets its own region below 4 GiB).
+    pub low_ram_bytes: usize,
+    /// Stop after this many VM exits (a guest that never halts).
+    pub max_exits: u64,
+    /// Stop when the guest has run this long (a watchdog signal interrupts a guest spinning
+    /// without exits).
+    pub timeout: Duration,
+}
+
+impl Default for SimRunConfig {
+    fn default() -> Self {
+        Self {
+            low_ram_bytes: 16 << 20,
+            max_exits: 10_000_000,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why a simulated run could not start or ended abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// VM setup failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The plan asks for something the sim backend does not do yet.
+    #[error("not supported by the sim backend yet: {0}")]
+    Unsupported(String),
+    /// A plan update lies outside the guest RAM.
+    #[error(
+        "the plan places {len:#x} bytes at GPA {gpa:#x}, outside guest RAM (low RAM is {low:#x} bytes; raise --memory-mib)"
+    )]
+    OutsideRam {
+        /// GPA.
+        gpa: u64,
+        /// Length.
+        len: u64,
+        /// Low RAM size.
+        low: usize,
+    },
+    /// `KVM_RUN` failed.
+    #[error("KVM_RUN failed: {0}")]
+    KvmRun(vmm_sys_util::errno::Error),
+    /// The guest triple-faulted or otherwise shut down.
+    #[error("the guest shut down (triple fault?) after {exits} exits")]
+    Shutdown {
+        /// Exits so far.
+        exits: u64,
+    },
+    /// KVM could not enter the guest.
+    #[error("KVM could not enter the guest: hardware entry failure reason {0:#x}")]
+    FailEntry(u64),
+    /// KVM reported an internal error (for example an instruction it cannot emulate).
+    #[error(
+        "KVM internal error while running the guest (unemulated instruction?) after {exits} exits"
+    )]
+    InternalError {
+        /// Exits so far.
+        exits: u64,
+    },
+    /// The guest did not halt in time.
+    #[error("the guest did not halt within {exits} exits / {secs} s")]
+    NoHalt {
+        /// Exits so far.
+        exits: u64,
+        /// Seconds run.
+        secs: u64,
+    },
+}
+
+/// Guest-caused faults, counted (never fatal by themselves).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GuestFaults {
+    /// `in` from a port with no device.
+    pub unhandled_port_reads: u64,
+    /// `out` to a port with no device.
+    pub unhandled_port_writes: u64,
+    /// Accesses to unmapped guest-physical memory.
+    pub mmio_accesses: u64,
+    /// Other exits this VMM does not handle.
+    pub unexpected_exits: u64,
+    /// Misuse of the PSP ports (overflow, overread, wrong width).
+    pub psp_misuse: u64,
+}
+
+/// How a simulated run ended.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct RunOutcome {
+    /// VM exits handled.
+    pub exits: u64,
+    /// Reports the PSP signed for the guest.
+    pub psp_requests: u64,
+    /// What the guest did wrong.
+    pub faults: GuestFaults,
+    /// Time from the start of `run_sim` to the first `KVM_RUN`.
+    pub setup_micros: u64,
+    /// Time in the run loop.
+    pub run_micros: u64,
+}
+
+/// Runs `plan` on plain KVM until its vCPU halts, with COM1 writing to `console` and the
+/// simulated PSP answering through `signer`.
+pub fn run_sim<W: Write + Send + 'static>(
+    plan: &LaunchPlan,
+    signer: Arc<dyn ReportSigner>,
+    console: W,
+    cfg: &SimRunConfig,
+) -> Result<RunOutcome, RunError> {
+    let start = Instant::now();
+    if plan.vcpus != 1 {
+        return Err(RunError::Unsupported(format!(
+            "{} vCPUs (the sim backend starts one vCPU; measure other counts with `cvm-launch measure`)",
+            plan.vcpus
+        )));
+    }
+    // Step 1: the VM.
+    let mut vm = Vm::new()?;
+    // Step 2: memory. INVARIANT: regions are added before anything is loaded into them.
+    vm.add_ram(0, GuestRam::new(cfg.low_ram_bytes)?)?;
+    let fw_len = usize::try_from(plan.firmware_len).unwrap_or(usize::MAX);
+    vm.add_ram(plan.firmware_gpa, GuestRam::new(fw_len)?)?;
+    // Step 3: load the plan, in plan order (the order the digest is computed in).
+    let mut bsp = None;
+    for u in &plan.updates {
+        match u {
+            LaunchUpdate::Data { gpa, data, .. } => {
+                let dst = vm
+                    .guest_slice_mut(*gpa, data.len())
+                    .ok_or(RunError::OutsideRam {
+                        gpa: *gpa,
+                        len: data.len() as u64,
+                        low: cfg.low_ram_bytes,
+                    })?;
+                dst.copy_from_slice(data);
+            }
+            // ZERO/UNMEASURED pages are already zero; a real PSP fills SECRETS and CPUID pages,
+            // the simulation leaves them zero but checks they exist.
+            LaunchUpdate::Empty { gpa, pages, .. } => {
+                let len = pages.saturating_mul(4096);
+                let fits = usize::try_from(len)
+                    .ok()
+                    .and_then(|l| vm.guest_slice_mut(*gpa, l))
+                    .is_some();
+                if !fits {
+                    return Err(RunError::OutsideRam {
+                        gpa: *gpa,
+                        len,
+                        low: cfg.low_ram_bytes,
+                    });
+                }
+            }
+            LaunchUpdate::Vmsa { vcpu: 0, eip, page } => bsp = Some((*eip, vmsa::rdx(page))),
+            LaunchUpdate::Vmsa { .. } => {}
+        }
+    }
+    let Some((eip, rdx)) = bsp else {
+        return Err(RunError::Unsupported("a plan without a BSP".into()));
+    };
+    // Step 4: devices.
+    let mut bus = PioBus::default();
+    bus.insert(COM1_BASE, COM1_LEN, Box::new(SerialPort::new(console)));
+    let psp = Arc::new(std::sync::Mutex::new(PspDevice::new(signer)));
+    bus.insert(PSP_BASE, PSP_LEN, Box::new(SharedPsp(Arc::clone(&psp))));
+    // Step 5: the vCPU, in the state its VMSA page describes.
+    let mut vcpu = vm.create_vcpu(0)?;
+    set_reset_state(&vcpu, eip, rdx)?;
+    let setup = start.elapsed();
+    // Step 6: run until HLT.
+    let (exits, mut faults) = run_loop(&mut vcpu, &mut bus, cfg)?;
+    let (requests, psp_faults) = match psp.lock() {
+        Ok(p) => (p.requests(), p.faults()),
+        Err(p) => (p.get_ref().requests(), p.get_ref().faults()),
+    };
+    faults.psp_misuse =
+        psp_faults.overflow_bytes + psp_faults.overread_bytes + psp_faults.bad_accesses;
+    Ok(RunOutcome {
+        exits,
+        psp_requests: requests,
+        faults,
+        setup_micros: u64::try_from(setup.as_micros()).unwrap_or(u64::MAX),
+        run_micros: u64::try_from((start.elapsed() - setup).as_micros()).unwrap_or(u64::MAX),
+    })
+}
+
+/// The PSP on the bus, shared so its counters can be read after the run.
+struct SharedPsp(Arc<std::sync::Mutex<PspDevice>>);
+
+impl crate::devices::PioDevice for SharedPsp {
+    fn read(&mut self, offset: u16, data: &mut [u8]) {
+        if let Ok(mut p) = self.0.lock() {
+            p.read(offset, data);
+        }
+    }
+    fn write(&mut self, offset: u16, data: &[u8]) {
+        if let Ok(mut p) = self.0.lock() {
+            p.write(offset, data);
+        }
+    }
+}
+
+fn run_loop(
+    vcpu: &mut VcpuFd,
+    bus: &mut PioBus,
+    cfg: &SimRunConfig,
+) -> Result<(u64, GuestFaults), RunError> {
+    let start = Instant::now();
+    let mut faults = GuestFaults::default();
+    let mut exits = 0u64;
+    let _watchdog = Watchdog::start(cfg.timeout);
+    loop {
+        let exit = match vcpu.run() {
+            Ok(e) => e,
+            // The watchdog's kick: fall through to the time check below.
+            Err(e) if e.errno() == libc::EINTR => VcpuExit::Intr,
+            Err(e) => return Err(RunError::KvmRun(e)),
+        };
+        exits += 1;
+        match exit {
+            VcpuExit::IoOut(port, data) => {
+                if !bus.write(port, data) {
+                    faults.unhandled_port_writes += 1;
+                }
+            }
+            VcpuExit::IoIn(port, data) => {
+                if !bus.read(port, data) {
+                    faults.unhandled_port_reads += 1;
+                }
+            }
+            // Nothing is mapped there: reads see a floating bus (all ones), like real hardware.
+            VcpuExit::MmioRead(_, data) => {
+                data.fill(0xff);
+                faults.mmio_accesses += 1;
+            }
+            VcpuExit::MmioWrite(..) => faults.mmio_accesses += 1,
+            VcpuExit::Hlt => return Ok((exits, faults)),
+            VcpuExit::Shutdown => return Err(RunError::Shutdown { exits }),
+            VcpuExit::FailEntry(reason, _) => return Err(RunError::FailEntry(reason)),
+            VcpuExit::InternalError => return Err(RunError::InternalError { exits }),
+            VcpuExit::Intr => {}
+            _ => faults.unexpected_exits += 1,
+        }
+        if exits >= cfg.max_exits || start.elapsed() > cfg.timeout {
+            return Err(RunError::NoHalt {
+                exits,
+                secs: start.elapsed().as_secs(),
+            });
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Acceptance for `cvm-launch run --tee sim`: the report the test guest prints on its serial port,
+//! and the one the PSP socket gives a host process, verify with
+//! `cvm-attest verify --trust-root SIM/snp/ark.pem --cert SIM/snp/vcek.der` (plus the simulated
+//! ASK, which is not built in), and their MEASUREMENT equals `cvm-launch measure` for the same
+//! plan. Skips with a printed reason where /dev/kvm is missing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cvm_launch::sim_socket::{EvidenceResponse, request};
+
+const REPORT_DATA: &[u8; 64] = b"cvm-launch sim guest: fixed REPORT_DATA for the launcher's test.";
+
+fn guest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/sim-guest.bin")
+}
+
+fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// The `cvm-attest` binary of this workspace (built here when `cargo test -p cvm-launch` did not).
+fn cvm_attest() -> PathBuf {
+    let ours = PathBuf::from(env!("CARGO_BIN_EXE_cvm-launch"));
+    let theirs = ours.with_file_name("cvm-attest");
+    if !theirs.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "cvm-attest", "--bin", "cvm-attest"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "building cvm-attest failed");
+    }
+    theirs
+}
+
+fn measure_hex() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cvm-launch"))
+        .args(["measure", "--tee", "snp", "--firmware"])
+        .arg(guest())
+        .args(["--vcpus", "1", "--cpu-type", "EPYC-v4", "--format", "hex"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Verifies `report` (with `vcek`) and returns the JSON verdict.
+fn verify(sim: &Path, dir: &Path, report: &[u8], vcek: &Path) -> serde_json::Value {
+    let ev = dir.join("report.bin");
+    std::fs::write(&ev, report).unwrap();
+    let out = Command::new(cvm_attest())
+        .arg("verify")
+        .arg("--evidence")
+        .arg(&ev)
+        .arg("--trust-root")
+        .arg(sim.join("snp/ark.pem"))
+        .arg("--cert")
+        .arg(vcek)
+        .arg("--cert")
+        .arg(sim.join("snp/cert_chain.pem"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn sim_dir(tmp: &Path) -> PathBuf {
+    let sim = tmp.join("sim");
+    let opts = cvm_attest::sim::InitOptions {
+        seed: Some(b"cvm-launch sim acceptance seed!!".to_vec()),
+        ..cvm_attest::sim::InitOptions::default()
+    };
+    cvm_attest::sim::init(&sim, &opts).unwrap();
+    sim
+}
+
+#[test]
+fn the_guest_report_verifies_and_carries_the_offline_measurement() {
+    if !kvm_usable() {
+        println!("skipped: /dev/kvm is missing or not accessible; `run --tee sim` needs KVM");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = sim_dir(tmp.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_cvm-launch"))
+        .args(["run", "--tee", "sim", "--firmware"])
+        .arg(guest())
+        .args(["--cpu-type", "EPYC-v4", "--sim-dir"])
+        .arg(&sim)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex_report = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("cvm-sim-guest report "))
+        .unwrap_or_else(|| panic!("no report line on the console: {stdout}"));
+    let report = hex::decode(hex_report).unwrap();
+    assert_eq!(report.len(), 1184);
+    let v = verify(&sim, tmp.path(), &report, &sim.join("snp/vcek.der"));
+    assert_eq!(v["verdict"], "accept", "{v}");
+    assert_eq!(v["simulated"], true);
+    assert_eq!(v["claims"]["measurement"], measure_hex());
+    assert_eq!(v["claims"]["report_data"], hex::encode(REPORT_DATA));
+}
+
+#[test]
+fn the_psp_socket_serves_host_processes_the_same_measurement() {
+    if !kvm_usable() {
+        println!("skipped: /dev/kvm is missing or not accessible; `run --tee sim` needs KVM");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = sim_dir(tmp.path());
+    let sock = tmp.path().join("psp.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cvm-launch"))
+        .args(["run", "--tee", "sim", "--firmware"])
+        .arg(guest())
+        .args(["--cpu-type", "EPYC-v4", "--sim-dir"])
+        .arg(&sim)
+        .arg("--sim-socket")
+        .arg(&sock)
+        .arg("--linger")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let body = loop {
+        match request(&sock, &[0x42; 64]) {
+            Ok(b) => break b,
+            Err(e) if start.elapsed() > Duration::from_secs(60) => {
+                child.kill().unwrap();
+                panic!("the PSP socket did not answer: {e}");
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resp: EvidenceResponse = cvm_keys::cbor::from_slice(&body).unwrap();
+    let vcek = tmp.path().join("vcek-from-socket.der");
+    std::fs::write(&vcek, &resp.certs[0].0).unwrap();
+    let v = verify(&sim, tmp.path(), &resp.evidence.0, &vcek);
+    assert_eq!(v["verdict"], "accept", "{v}");
+    assert_eq!(v["claims"]["measurement"], measure_hex());
+    assert_eq!(v["claims"]["report_data"], hex::encode([0x42; 64]));
+}
