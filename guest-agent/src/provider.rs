@@ -1,0 +1,163 @@
+//! Evidence providers: one trait, several TEEs, and the `--tee auto|snp|tdx|sim` selection.
+
+use crate::simsock::SimSocket;
+use crate::tsm::{Tsm, TsmProvider};
+use cvm_attest::client::{Evidence, EvidenceSource};
+use std::path::{Path, PathBuf};
+
+/// The default configfs-tsm report directory.
+pub const DEFAULT_TSM_ROOT: &str = "/sys/kernel/config/tsm/report";
+/// The SEV-SNP guest device (served by the `sev` crate's guest API; not implemented yet).
+pub const SEV_GUEST_DEVICE: &str = "/dev/sev-guest";
+
+/// Why evidence could not be produced.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// A file or socket operation failed.
+    #[error("{provider}: {what}: {source}")]
+    Io {
+        /// Which provider.
+        provider: String,
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The provider answered with something unusable.
+    #[error("{provider}: {message}")]
+    Bad {
+        /// Which provider.
+        provider: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// No provider fits the request.
+    #[error("no evidence provider: {0}")]
+    None(String),
+}
+
+/// Produces evidence whose REPORT_DATA is given.
+pub trait Provider: Send + Sync {
+    /// A name a person recognizes, e.g. `configfs-tsm (sev_guest) at /sys/kernel/config/tsm/report`.
+    fn describe(&self) -> String;
+    /// Evidence for `report_data`.
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, ProviderError>;
+}
+
+/// Adapts a [`Provider`] to the protocol client's [`EvidenceSource`].
+pub struct Source<'a>(pub &'a dyn Provider);
+
+impl EvidenceSource for Source<'_> {
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, String> {
+        self.0.evidence(report_data).map_err(|e| e.to_string())
+    }
+}
+
+/// The `--tee` choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TeeChoice {
+    /// Probe SNP, then TDX, then the simulator.
+    #[default]
+    Auto,
+    /// AMD SEV-SNP.
+    Snp,
+    /// Intel TDX.
+    Tdx,
+    /// The launcher's simulated PSP socket.
+    Sim,
+}
+
+impl std::str::FromStr for TeeChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(TeeChoice::Auto),
+            "snp" => Ok(TeeChoice::Snp),
+            "tdx" => Ok(TeeChoice::Tdx),
+            "sim" => Ok(TeeChoice::Sim),
+            other => Err(format!(
+                "unknown TEE {other:?}: expected auto, snp, tdx or sim"
+            )),
+        }
+    }
+}
+
+/// Where providers are found.
+#[derive(Clone, Debug, Default)]
+pub struct ProviderOptions {
+    /// The `--tee` choice.
+    pub tee: TeeChoice,
+    /// The launcher's simulated PSP socket (`--sim-socket`).
+    pub sim_socket: Option<PathBuf>,
+    /// The configfs-tsm report directory (`--tsm-root`); [`DEFAULT_TSM_ROOT`] when unset.
+    pub tsm_root: Option<PathBuf>,
+}
+
+/// Selects a provider. `auto` probes, in order: SNP (configfs-tsm with the `sev_guest` provider), TDX
+/// (configfs-tsm with `tdx_guest`), then the simulator socket when `--sim-socket` names one.
+pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError> {
+    let root = opts
+        .tsm_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_TSM_ROOT));
+    let sim = || -> Result<Box<dyn Provider>, ProviderError> {
+        match &opts.sim_socket {
+            Some(p) => Ok(Box::new(SimSocket::new(p))),
+            None => Err(ProviderError::None(
+                "--tee sim needs --sim-socket PATH (the socket `cvm-launch run --tee sim --sim-socket` serves)"
+                    .into(),
+            )),
+        }
+    };
+    match opts.tee {
+        TeeChoice::Sim => sim(),
+        TeeChoice::Snp => tsm_for(&root, TsmProvider::SevGuest),
+        TeeChoice::Tdx => tsm_for(&root, TsmProvider::TdxGuest),
+        TeeChoice::Auto => {
+            let mut tried = Vec::new();
+            for want in [TsmProvider::SevGuest, TsmProvider::TdxGuest] {
+                match tsm_for(&root, want) {
+                    Ok(p) => return Ok(p),
+                    Err(e) => tried.push(e.to_string()),
+                }
+            }
+            if opts.sim_socket.is_some() {
+                return sim();
+            }
+            tried.push("sim: no --sim-socket given".into());
+            Err(ProviderError::None(format!(
+                "auto found no TEE ({}); on a host without a TEE pass --tee sim --sim-socket PATH",
+                tried.join("; ")
+            )))
+        }
+    }
+}
+
+fn tsm_for(root: &Path, want: TsmProvider) -> Result<Box<dyn Provider>, ProviderError> {
+    let tsm = Tsm::new(root);
+    match tsm.probe() {
+        Ok(found) if found == want => Ok(Box::new(tsm.with_provider(found))),
+        Ok(found) => Err(ProviderError::None(format!(
+            "{}: configfs-tsm at {} is served by {} (not {})",
+            want.tee_name(),
+            root.display(),
+            found.name(),
+            want.name()
+        ))),
+        Err(e) => {
+            let hint = if want == TsmProvider::SevGuest && Path::new(SEV_GUEST_DEVICE).exists() {
+                format!(
+                    " ({SEV_GUEST_DEVICE} exists, but the agent reads SNP reports through configfs-tsm only; \
+                     mount configfs or use a kernel with CONFIG_TSM_REPORTS)"
+                )
+            } else {
+                String::new()
+            };
+            Err(ProviderError::None(format!(
+                "{}: {e}{hint}",
+                want.tee_name()
+            )))
+        }
+    }
+}
