@@ -96,6 +96,9 @@ struct UnlockArgs {
     /// Time limit of one attempt, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout_secs: u64,
+    /// Do not send the provider's certificates (SNP VCEK…): the service holds the platform's chain.
+    #[arg(long)]
+    omit_certs: bool,
 }
 
 impl TeeArgs {
@@ -129,6 +132,7 @@ impl UnlockArgs {
         o.attempts = self.attempts.max(1);
         o.backoff = Duration::from_millis(self.backoff_ms);
         o.timeout = Duration::from_secs(self.timeout_secs.max(1));
+        o.send_certs = !self.omit_certs;
         o
     }
 }

@@ -46,11 +46,23 @@ pub trait Provider: Send + Sync {
 }
 
 /// Adapts a [`Provider`] to the protocol client's [`EvidenceSource`].
-pub struct Source<'a>(pub &'a dyn Provider);
+pub struct Source<'a> {
+    /// The provider.
+    pub provider: &'a dyn Provider,
+    /// Send the provider's certificates along (off when the service holds the platform's chain).
+    pub send_certs: bool,
+}
 
 impl EvidenceSource for Source<'_> {
     fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, String> {
-        self.0.evidence(report_data).map_err(|e| e.to_string())
+        let mut ev = self
+            .provider
+            .evidence(report_data)
+            .map_err(|e| e.to_string())?;
+        if !self.send_certs {
+            ev.certs.clear();
+        }
+        Ok(ev)
     }
 }
 

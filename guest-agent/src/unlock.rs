@@ -31,6 +31,8 @@ pub struct ServerOptions {
     pub max_backoff: Duration,
     /// The limit on one attempt (connect, challenge, evidence, attest).
     pub timeout: Duration,
+    /// Send the provider's certificates (SNP: VCEK first) with the evidence; off when the service holds them.
+    pub send_certs: bool,
 }
 
 impl ServerOptions {
@@ -44,6 +46,7 @@ impl ServerOptions {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             timeout: Duration::from_secs(30),
+            send_certs: true,
         }
     }
 }
@@ -185,7 +188,8 @@ pub fn hint(code: &str, resource: &str) -> String {
             .into(),
         "SIGNATURE_INVALID" | "CHAIN_INVALID" | "UNTRUSTED_ROOT" | "CERT_EXPIRED" | "CERT_NOT_YET_VALID"
         | "CERT_REVOKED" | "CHIP_ID_MISMATCH" => "the evidence is not signed by a key the server trusts: \
-             check that the guest runs on genuine hardware and that the server trusts this platform's vendor roots"
+             check that the guest runs on genuine hardware and that the server trusts this platform's vendor \
+             roots; if the server holds this platform's certificates, retry with --omit-certs"
             .into(),
         "COLLATERAL_MISSING" | "COLLATERAL_EXPIRED" => {
             "the server lacks current collateral for this platform: refresh the server's collateral".into()
@@ -291,7 +295,13 @@ pub async fn fetch(
         })?;
         let result = tokio::time::timeout(
             opts.timeout,
-            client.fetch_secret(&opts.resource, &Source(provider)),
+            client.fetch_secret(
+                &opts.resource,
+                &Source {
+                    provider,
+                    send_certs: opts.send_certs,
+                },
+            ),
         )
         .await;
         let err = match result {
