@@ -87,6 +87,18 @@ struct UnlockArgs {
     /// Write the released secret itself to this file (mode 0600).
     #[arg(long, value_name = "FILE")]
     secret_out: Option<PathBuf>,
+    /// A LUKS2 device to open with the released key (key on cryptsetup's stdin; needs --name or --luks-check).
+    #[arg(long, value_name = "DEVICE", conflicts_with_all = ["sealed", "secret_out"])]
+    luks: Option<PathBuf>,
+    /// The device-mapper name for --luks.
+    #[arg(long, value_name = "NAME", requires = "luks")]
+    name: Option<String>,
+    /// With --luks: only check that the key opens the device (cryptsetup --test-passphrase).
+    #[arg(long, requires = "luks")]
+    luks_check: bool,
+    /// The cryptsetup program.
+    #[arg(long, value_name = "PATH", default_value = "cryptsetup")]
+    cryptsetup: PathBuf,
     /// Attempts in all; connection errors, timeouts, 5xx and 429 are retried, refusals never.
     #[arg(long, value_name = "N", default_value_t = 8)]
     attempts: u32,
@@ -116,15 +128,32 @@ impl TeeArgs {
 }
 
 impl UnlockArgs {
-    fn unlocker(&self) -> Unlocker {
-        match (&self.sealed, &self.out, &self.secret_out) {
+    fn unlocker(&self) -> Result<Unlocker, AgentError> {
+        if let Some(device) = &self.luks {
+            let name = match (&self.name, self.luks_check) {
+                (Some(n), _) => n.clone(),
+                (None, true) => String::new(),
+                (None, false) => {
+                    return Err(AgentError::Usage(
+                        "--luks needs --name NAME (or --luks-check)".into(),
+                    ));
+                }
+            };
+            return Ok(Unlocker::Luks {
+                device: device.clone(),
+                name,
+                check: self.luks_check,
+                cryptsetup: self.cryptsetup.clone(),
+            });
+        }
+        Ok(match (&self.sealed, &self.out, &self.secret_out) {
             (Some(input), Some(output), _) => Unlocker::Sealed {
                 input: input.clone(),
                 output: output.clone(),
             },
             (_, _, Some(p)) => Unlocker::SecretFile(p.clone()),
             _ => Unlocker::Nothing,
-        }
+        })
     }
 
     fn server(&self) -> ServerOptions {
@@ -148,7 +177,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
 }
 
 fn do_unlock(args: &UnlockArgs) -> Result<(), AgentError> {
-    let unlocker = args.unlocker();
+    let unlocker = args.unlocker()?;
     unlocker.preflight()?;
     let provider = args.tee.provider()?;
     eprintln!(

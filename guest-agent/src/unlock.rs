@@ -129,6 +129,17 @@ pub enum AgentError {
         /// The error.
         source: cvm_keys::seal::SealError,
     },
+    /// `cryptsetup` refused the key or the device.
+    #[error(
+        "LUKS {device}: {message}\n  what to do: check that the secret registered for this resource is the \
+             device's key (cryptsetup luksAddKey --key-file)"
+    )]
+    Luks {
+        /// The device.
+        device: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// A file operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -344,6 +355,17 @@ pub enum Unlocker {
     },
     /// Write the secret itself to a new file (mode 0600).
     SecretFile(PathBuf),
+    /// Open a LUKS2 device with the secret as its key (given to `cryptsetup` on stdin, never in argv).
+    Luks {
+        /// The block device.
+        device: PathBuf,
+        /// The device-mapper name (`/dev/mapper/NAME`).
+        name: String,
+        /// Only check the key (`cryptsetup open --test-passphrase`), map nothing.
+        check: bool,
+        /// The `cryptsetup` program.
+        cryptsetup: PathBuf,
+    },
     /// Only check that the secret is released.
     Nothing,
 }
@@ -367,6 +389,19 @@ impl Unlocker {
                 "secret {resource:?} released ({} bytes)",
                 secret.len()
             )),
+            Unlocker::Luks {
+                device,
+                name,
+                check,
+                cryptsetup,
+            } => {
+                luks_open(cryptsetup, device, name, *check, secret)?;
+                Ok(if *check {
+                    format!("the key of {resource:?} opens {}", device.display())
+                } else {
+                    format!("{} opened as /dev/mapper/{name}", device.display())
+                })
+            }
             Unlocker::SecretFile(path) => {
                 write_private(path, secret)?;
                 Ok(format!(
@@ -403,6 +438,54 @@ impl Unlocker {
             }
         }
     }
+}
+
+/// Runs `cryptsetup open --type luks2 --key-file=- DEVICE NAME` (or `--test-passphrase` for a check) with
+/// `key` on its stdin.
+pub fn luks_open(
+    cryptsetup: &Path,
+    device: &Path,
+    name: &str,
+    check: bool,
+    key: &[u8],
+) -> Result<(), AgentError> {
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(cryptsetup);
+    cmd.args(["open", "--type", "luks2", "--key-file=-"]);
+    if check {
+        cmd.arg("--test-passphrase").arg(device);
+    } else {
+        cmd.arg(device).arg(name);
+    }
+    let what = format!("{} open {}", cryptsetup.display(), device.display());
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| AgentError::Io {
+            what: what.clone(),
+            source,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A write error (cryptsetup exited early) shows in its status below.
+        let _ = stdin.write_all(key);
+    }
+    let out = child.wait_with_output().map_err(|source| AgentError::Io {
+        what: what.clone(),
+        source,
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(AgentError::Luks {
+        device: device.to_owned(),
+        message: format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    })
 }
 
 /// The sealed-file key in a released secret: 32 raw bytes, or the contents of a key file.

@@ -306,3 +306,68 @@ fn evidence_command_writes_a_report_over_the_given_report_data() {
     ]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn luks_gets_the_key_on_stdin_never_in_argv() {
+    let e = env(common::MEASUREMENT);
+    e.s.put(&e.f, "luks", b"\x01\x02luks-key\xff");
+    let dir = e.work.path();
+    let fake = dir.join("cryptsetup");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {d}/args\ncat > {d}/stdin\n\
+             if [ -e {d}/refuse ]; then echo 'No key available with this passphrase.' >&2; exit 2; fi\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = fake.display().to_string();
+    let o = e.unlock(
+        "luks",
+        &[
+            "--luks",
+            "/dev/vdb",
+            "--name",
+            "data",
+            "--cryptsetup",
+            &fake,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let args = std::fs::read_to_string(dir.join("args")).unwrap();
+    assert_eq!(args.trim(), "open --type luks2 --key-file=- /dev/vdb data");
+    assert_eq!(
+        std::fs::read(dir.join("stdin")).unwrap(),
+        b"\x01\x02luks-key\xff"
+    );
+
+    let o = e.unlock(
+        "luks",
+        &["--luks", "/dev/vdb", "--luks-check", "--cryptsetup", &fake],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let args = std::fs::read_to_string(dir.join("args")).unwrap();
+    assert_eq!(
+        args.trim(),
+        "open --type luks2 --key-file=- --test-passphrase /dev/vdb"
+    );
+
+    std::fs::write(dir.join("refuse"), b"").unwrap();
+    let o = e.unlock(
+        "luks",
+        &[
+            "--luks",
+            "/dev/vdb",
+            "--name",
+            "data",
+            "--cryptsetup",
+            &fake,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("No key available"), "{}", stderr(&o));
+    let o = e.unlock("luks", &["--luks", "/dev/vdb", "--cryptsetup", &fake]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
