@@ -2,6 +2,7 @@
 //! service, receives the released key and unlocks the workload's data, then runs the workload.
 //!
 //! Modules, one job each:
+//! - [`config`]: `--config FILE` (TOML with the command-line options).
 //! - [`provider`]: the evidence providers behind one trait ([`provider::Provider`]) and `--tee` selection.
 //! - [`tsm`]: configfs-tsm (`/sys/kernel/config/tsm/report`) for SNP and TDX guests.
 //! - [`simsock`]: the launcher's simulated PSP socket (`--tee sim`).
@@ -9,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod provider;
 pub mod simsock;
 pub mod tsm;

@@ -1,6 +1,7 @@
 //! The `cvm-agent` binary: `unlock`, `run -- CMD…` and `evidence`.
 
 use clap::{Args, Parser, Subcommand};
+use cvm_agent::config::AgentConfig;
 use cvm_agent::provider::{self, Provider, ProviderOptions, TeeChoice};
 use cvm_agent::unlock::{self, AgentError, ServerOptions, Unlocker};
 use std::path::PathBuf;
@@ -62,27 +63,32 @@ struct TeeArgs {
 
 #[derive(Args, Clone)]
 struct UnlockArgs {
-    /// The attestation service, https://HOST:PORT.
+    /// A TOML file with any of these options (keys are the long names with `_`); the command line wins.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The attestation service, https://HOST:PORT (required, here or in --config).
     #[arg(long, value_name = "URL")]
-    server: String,
-    /// The service's CA certificate (PEM); the only certificate trusted.
+    server: Option<String>,
+    /// The service's CA certificate (PEM); the only certificate trusted (required).
     #[arg(long, value_name = "CA.pem")]
-    ca: PathBuf,
-    /// The secret's name on the service.
+    ca: Option<PathBuf>,
+    /// The secret's name on the service (required).
     #[arg(long, value_name = "NAME")]
-    resource: String,
-    #[command(flatten)]
-    tee: TeeArgs,
+    resource: Option<String>,
+    /// Evidence provider [default: auto]: auto probes SNP (configfs-tsm), TDX (configfs-tsm), then sim.
+    #[arg(long, value_name = "auto|snp|tdx|sim")]
+    tee: Option<TeeChoice>,
+    /// The launcher's simulated PSP socket (for --tee sim).
+    #[arg(long, value_name = "PATH")]
+    sim_socket: Option<PathBuf>,
+    /// The configfs-tsm report directory [default: /sys/kernel/config/tsm/report].
+    #[arg(long, value_name = "DIR")]
+    tsm_root: Option<PathBuf>,
     /// A sealed file to unlock with the released key (needs --out).
-    #[arg(
-        long,
-        value_name = "IN",
-        requires = "out",
-        conflicts_with = "secret_out"
-    )]
+    #[arg(long, value_name = "IN", conflicts_with = "secret_out")]
     sealed: Option<PathBuf>,
     /// Where the unsealed plaintext goes (mode 0600, only on success); `-` for stdout.
-    #[arg(long, value_name = "OUT", requires = "sealed")]
+    #[arg(long, value_name = "OUT")]
     out: Option<String>,
     /// Write the released secret itself to this file (mode 0600).
     #[arg(long, value_name = "FILE")]
@@ -91,23 +97,23 @@ struct UnlockArgs {
     #[arg(long, value_name = "DEVICE", conflicts_with_all = ["sealed", "secret_out"])]
     luks: Option<PathBuf>,
     /// The device-mapper name for --luks.
-    #[arg(long, value_name = "NAME", requires = "luks")]
+    #[arg(long, value_name = "NAME")]
     name: Option<String>,
     /// With --luks: only check that the key opens the device (cryptsetup --test-passphrase).
-    #[arg(long, requires = "luks")]
+    #[arg(long)]
     luks_check: bool,
-    /// The cryptsetup program.
-    #[arg(long, value_name = "PATH", default_value = "cryptsetup")]
-    cryptsetup: PathBuf,
-    /// Attempts in all; connection errors, timeouts, 5xx and 429 are retried, refusals never.
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    attempts: u32,
-    /// First backoff delay in milliseconds (doubled per retry, with jitter, up to 30 s).
-    #[arg(long, value_name = "MS", default_value_t = 500)]
-    backoff_ms: u64,
-    /// Time limit of one attempt, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
-    timeout_secs: u64,
+    /// The cryptsetup program [default: cryptsetup].
+    #[arg(long, value_name = "PATH")]
+    cryptsetup: Option<PathBuf>,
+    /// Attempts in all [default: 8]; connection errors, timeouts, 5xx and 429 are retried, refusals never.
+    #[arg(long, value_name = "N")]
+    attempts: Option<u32>,
+    /// First backoff delay in milliseconds [default: 500] (doubled per retry, with jitter, up to 30 s).
+    #[arg(long, value_name = "MS")]
+    backoff_ms: Option<u64>,
+    /// Time limit of one attempt, in seconds [default: 30].
+    #[arg(long, value_name = "SECS")]
+    timeout_secs: Option<u64>,
     /// Do not send the provider's certificates (SNP VCEK…): the service holds the platform's chain.
     #[arg(long)]
     omit_certs: bool,
@@ -115,54 +121,139 @@ struct UnlockArgs {
 
 impl TeeArgs {
     fn provider(&self) -> Result<Box<dyn Provider>, AgentError> {
-        provider::select(&ProviderOptions {
-            tee: self.tee,
-            sim_socket: self.sim_socket.clone(),
-            tsm_root: Some(self.tsm_root.clone()),
-        })
-        .map_err(|e| AgentError::Evidence {
-            provider: format!("--tee {:?}", self.tee).to_lowercase(),
-            message: e.to_string(),
-        })
+        select(self.tee, self.sim_socket.clone(), self.tsm_root.clone())
     }
 }
 
+fn select(
+    tee: TeeChoice,
+    sim_socket: Option<PathBuf>,
+    tsm_root: PathBuf,
+) -> Result<Box<dyn Provider>, AgentError> {
+    provider::select(&ProviderOptions {
+        tee,
+        sim_socket,
+        tsm_root: Some(tsm_root),
+    })
+    .map_err(|e| AgentError::Evidence {
+        provider: format!("--tee {tee:?}").to_lowercase(),
+        message: e.to_string(),
+    })
+}
+
+/// The unlock options after merging --config.
+struct Resolved {
+    server: ServerOptions,
+    tee: TeeChoice,
+    sim_socket: Option<PathBuf>,
+    tsm_root: PathBuf,
+    unlocker: Unlocker,
+}
+
 impl UnlockArgs {
-    fn unlocker(&self) -> Result<Unlocker, AgentError> {
-        if let Some(device) = &self.luks {
-            let name = match (&self.name, self.luks_check) {
-                (Some(n), _) => n.clone(),
-                (None, true) => String::new(),
-                (None, false) => {
+    /// Fills what the command line left unset from --config, then checks the combination.
+    fn resolve(&self) -> Result<Resolved, AgentError> {
+        let c = match &self.config {
+            Some(p) => AgentConfig::load(p).map_err(|e| AgentError::Usage(e.to_string()))?,
+            None => AgentConfig::default(),
+        };
+        let missing = |what: &str| {
+            AgentError::Usage(format!(
+                "--{what} is required (on the command line or in --config)"
+            ))
+        };
+        let server = self
+            .server
+            .clone()
+            .or(c.server)
+            .ok_or_else(|| missing("server"))?;
+        let ca = self.ca.clone().or(c.ca).ok_or_else(|| missing("ca"))?;
+        let resource = self
+            .resource
+            .clone()
+            .or(c.resource)
+            .ok_or_else(|| missing("resource"))?;
+        let tee = match (self.tee, c.tee) {
+            (Some(t), _) => t,
+            (None, Some(t)) => t.parse().map_err(AgentError::Usage)?,
+            (None, None) => TeeChoice::Auto,
+        };
+        let mut o = ServerOptions::new(&server, &ca, &resource);
+        o.attempts = self.attempts.or(c.attempts).unwrap_or(o.attempts).max(1);
+        if let Some(ms) = self.backoff_ms.or(c.backoff_ms) {
+            o.backoff = Duration::from_millis(ms);
+        }
+        if let Some(s) = self.timeout_secs.or(c.timeout_secs) {
+            o.timeout = Duration::from_secs(s.max(1));
+        }
+        o.send_certs = !(self.omit_certs || c.omit_certs.unwrap_or(false));
+        let sealed = self.sealed.clone().or(c.sealed);
+        let out = self.out.clone().or(c.out);
+        let secret_out = self.secret_out.clone().or(c.secret_out);
+        let luks = self.luks.clone().or(c.luks);
+        let name = self.name.clone().or(c.name);
+        let luks_check = self.luks_check || c.luks_check.unwrap_or(false);
+        let chosen = [sealed.is_some(), secret_out.is_some(), luks.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if chosen > 1 {
+            return Err(AgentError::Usage(
+                "choose one of --sealed/--out, --secret-out and --luks".into(),
+            ));
+        }
+        let unlocker = match (sealed, out, secret_out, luks) {
+            (Some(input), Some(output), _, _) => Unlocker::Sealed { input, output },
+            (Some(_), None, _, _) => {
+                return Err(AgentError::Usage(
+                    "--sealed needs --out OUT (or `-`)".into(),
+                ));
+            }
+            (None, Some(_), _, _) => {
+                return Err(AgentError::Usage("--out needs --sealed IN".into()));
+            }
+            (None, None, Some(p), _) => Unlocker::SecretFile(p),
+            (None, None, None, Some(device)) => {
+                let name = match (name, luks_check) {
+                    (Some(n), _) => n,
+                    (None, true) => String::new(),
+                    (None, false) => {
+                        return Err(AgentError::Usage(
+                            "--luks needs --name NAME (or --luks-check)".into(),
+                        ));
+                    }
+                };
+                Unlocker::Luks {
+                    device,
+                    name,
+                    check: luks_check,
+                    cryptsetup: self
+                        .cryptsetup
+                        .clone()
+                        .or(c.cryptsetup)
+                        .unwrap_or_else(|| PathBuf::from("cryptsetup")),
+                }
+            }
+            (None, None, None, None) => {
+                if name.is_some() || luks_check {
                     return Err(AgentError::Usage(
-                        "--luks needs --name NAME (or --luks-check)".into(),
+                        "--name and --luks-check go with --luks".into(),
                     ));
                 }
-            };
-            return Ok(Unlocker::Luks {
-                device: device.clone(),
-                name,
-                check: self.luks_check,
-                cryptsetup: self.cryptsetup.clone(),
-            });
-        }
-        Ok(match (&self.sealed, &self.out, &self.secret_out) {
-            (Some(input), Some(output), _) => Unlocker::Sealed {
-                input: input.clone(),
-                output: output.clone(),
-            },
-            (_, _, Some(p)) => Unlocker::SecretFile(p.clone()),
-            _ => Unlocker::Nothing,
+                Unlocker::Nothing
+            }
+        };
+        Ok(Resolved {
+            server: o,
+            tee,
+            sim_socket: self.sim_socket.clone().or(c.sim_socket),
+            tsm_root: self
+                .tsm_root
+                .clone()
+                .or(c.tsm_root)
+                .unwrap_or_else(|| PathBuf::from(provider::DEFAULT_TSM_ROOT)),
+            unlocker,
         })
-    }
-
-    fn server(&self) -> ServerOptions {
-        let mut o = ServerOptions::new(&self.server, &self.ca, &self.resource);
-        o.attempts = self.attempts.max(1);
-        o.backoff = Duration::from_millis(self.backoff_ms);
-        o.timeout = Duration::from_secs(self.timeout_secs.max(1));
-        o.send_certs = !self.omit_certs;
-        o
     }
 }
 
@@ -177,17 +268,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
 }
 
 fn do_unlock(args: &UnlockArgs) -> Result<(), AgentError> {
-    let unlocker = args.unlocker()?;
-    unlocker.preflight()?;
-    let provider = args.tee.provider()?;
+    let r = args.resolve()?;
+    r.unlocker.preflight()?;
+    let provider = select(r.tee, r.sim_socket.clone(), r.tsm_root.clone())?;
     eprintln!(
         "cvm-agent: evidence from {}; attesting to {} for {:?}",
         provider.describe(),
-        args.server,
-        args.resource
+        r.server.server,
+        r.server.resource
     );
-    let secret = runtime()?.block_on(unlock::fetch(&args.server(), provider.as_ref()))?;
-    let done = unlocker.apply(&args.resource, &secret)?;
+    let secret = runtime()?.block_on(unlock::fetch(&r.server, provider.as_ref()))?;
+    let done = r.unlocker.apply(&r.server.resource, &secret)?;
     eprintln!("cvm-agent: {done}");
     Ok(())
 }

@@ -371,3 +371,43 @@ fn luks_gets_the_key_on_stdin_never_in_argv() {
     let o = e.unlock("luks", &["--luks", "/dev/vdb", "--cryptsetup", &fake]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn options_come_from_a_config_file_and_the_command_line_wins() {
+    let e = env(common::MEASUREMENT);
+    e.s.put(&e.f, "cfg", b"from config");
+    let out = e.path("secret");
+    let config = e.path("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = {:?}\nca = {:?}\nresource = \"nope\"\ntee = \"sim\"\nsim_socket = {:?}\n\
+             omit_certs = true\nbackoff_ms = 100\nsecret_out = {:?}\n",
+            e.s.url(),
+            e.f.ca().display().to_string(),
+            e.psp.path.display().to_string(),
+            out
+        ),
+    )
+    .unwrap();
+    let o = agent(&["unlock", "--config", &config, "--resource", "cfg"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), b"from config");
+    // Without the override the file's resource is used (and refused).
+    std::fs::remove_file(&out).unwrap();
+    let o = agent(&["unlock", "--config", &config]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("UNKNOWN_RESOURCE"));
+    assert!(!Path::new(&out).exists());
+    // Unknown keys and missing required options are usage errors.
+    std::fs::write(&config, "sever = \"x\"\n").unwrap();
+    let o = agent(&["unlock", "--config", &config]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = agent(&["unlock", "--ca", "x", "--resource", "r"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--server is required"),
+        "{}",
+        stderr(&o)
+    );
+}
