@@ -122,10 +122,19 @@ fn guid_le(g: &[u8; 16]) -> [u8; 16] {
     o
 }
 
-/// Finds the VCEK in an SNP extended-report certificate table (entries of GUID, offset u32, length u32,
-/// ended by an all-zero entry; offsets from the table start). `None` when the table has no VCEK.
-pub fn vcek_from_cert_table(table: &[u8]) -> Option<Vec<u8>> {
-    let le = guid_le(&VCEK_GUID);
+/// The ASK's GUID (4ab7b379-bbac-4fe4-a02f-05aef327c782).
+const ASK_GUID: [u8; 16] = [
+    0x4a, 0xb7, 0xb3, 0x79, 0xbb, 0xac, 0x4f, 0xe4, 0xa0, 0x2f, 0x05, 0xae, 0xf3, 0x27, 0xc7, 0x82,
+];
+/// The ARK's GUID (c0b406a4-a803-4952-9743-3fb6014cd0ae).
+const ARK_GUID: [u8; 16] = [
+    0xc0, 0xb4, 0x06, 0xa4, 0xa8, 0x03, 0x49, 0x52, 0x97, 0x43, 0x3f, 0xb6, 0x01, 0x4c, 0xd0, 0xae,
+];
+
+/// The entry for `guid` in an SNP extended-report certificate table (entries of GUID, offset u32, length
+/// u32, ended by an all-zero entry; offsets from the table start). Either GUID byte layout is accepted.
+fn cert_in_table(table: &[u8], guid_be: &[u8; 16]) -> Option<Vec<u8>> {
+    let le = guid_le(guid_be);
     let mut at = 0usize;
     while at + 24 <= table.len() {
         let entry = &table[at..at + 24];
@@ -135,12 +144,29 @@ pub fn vcek_from_cert_table(table: &[u8]) -> Option<Vec<u8>> {
         let guid = &entry[..16];
         let off = u32::from_le_bytes([entry[16], entry[17], entry[18], entry[19]]) as usize;
         let len = u32::from_le_bytes([entry[20], entry[21], entry[22], entry[23]]) as usize;
-        if guid == VCEK_GUID || guid == le {
+        if guid == guid_be || guid == le {
             return table.get(off..off.checked_add(len)?).map(<[u8]>::to_vec);
         }
         at += 24;
     }
     None
+}
+
+/// Finds the VCEK in an SNP extended-report certificate table. `None` when the table has no VCEK.
+pub fn vcek_from_cert_table(table: &[u8]) -> Option<Vec<u8>> {
+    cert_in_table(table, &VCEK_GUID)
+}
+
+/// The certificates to send with an SNP report: the VCEK first, then the ASK and the ARK when the table has
+/// them; nothing when it has no VCEK (the service then uses the chain it holds).
+pub fn certs_from_cert_table(table: &[u8]) -> Vec<Vec<u8>> {
+    let Some(vcek) = vcek_from_cert_table(table) else {
+        return Vec::new();
+    };
+    let mut out = vec![vcek];
+    out.extend(cert_in_table(table, &ASK_GUID));
+    out.extend(cert_in_table(table, &ARK_GUID));
+    out
 }
 
 /// Encodes a certificate table with one VCEK entry (the layout [`vcek_from_cert_table`] reads).
@@ -283,7 +309,7 @@ impl Provider for Tsm {
         let certs = if provider == TsmProvider::SevGuest {
             // auxblob is absent or empty when the host supplies no certificates; the service may hold them.
             let aux = self.fs.read(&e.path.join("auxblob")).unwrap_or_default();
-            vcek_from_cert_table(&aux).into_iter().collect()
+            certs_from_cert_table(&aux)
         } else {
             Vec::new()
         };
@@ -331,5 +357,19 @@ mod tests {
         let mut bad = t;
         bad[16] = 0xff;
         assert!(vcek_from_cert_table(&bad).is_none());
+        // VCEK, ASK and ARK: the VCEK goes first whatever the table order.
+        let mut t = Vec::new();
+        for (i, g) in [ARK_GUID, VCEK_GUID, ASK_GUID].iter().enumerate() {
+            t.extend_from_slice(g);
+            t.extend_from_slice(&(96 + 4 * i as u32).to_le_bytes());
+            t.extend_from_slice(&4u32.to_le_bytes());
+        }
+        t.extend_from_slice(&[0u8; 24]);
+        t.extend_from_slice(b"ark.vcekask.");
+        assert_eq!(
+            certs_from_cert_table(&t),
+            vec![b"vcek".to_vec(), b"ask.".to_vec(), b"ark.".to_vec()]
+        );
+        assert!(certs_from_cert_table(&[0u8; 24]).is_empty());
     }
 }
