@@ -87,7 +87,8 @@ struct UnlockArgs {
     /// A sealed file to unlock with the released key (needs --out).
     #[arg(long, value_name = "IN", conflicts_with = "secret_out")]
     sealed: Option<PathBuf>,
-    /// Where the unsealed plaintext goes (mode 0600, only on success); `-` for stdout.
+    /// Where the unsealed plaintext goes (mode 0600, only on success); `-` for stdout (streamed: a refused
+    /// chunk stops the output and the exit code is non-zero, but what came before was already written).
     #[arg(long, value_name = "OUT")]
     out: Option<String>,
     /// Write the released secret itself to this file (mode 0600).

@@ -552,6 +552,48 @@ mod tests {
         }
     }
 
+    struct Dummy;
+    impl Provider for Dummy {
+        fn describe(&self) -> String {
+            "dummy".into()
+        }
+        fn evidence(
+            &self,
+            _: &[u8; 64],
+        ) -> Result<cvm_attest::client::Evidence, crate::provider::ProviderError> {
+            Err(crate::provider::ProviderError::None("dummy".into()))
+        }
+    }
+
+    fn refused(status: u16) -> ClientError {
+        ClientError::Refused {
+            status,
+            code: "X".into(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        let o = ServerOptions::new("https://127.0.0.1:1", Path::new("ca.pem"), "r");
+        let retried = |e| matches!(classify(&o, &Dummy, e), Failure::Retry(_));
+        assert!(retried(refused(500)));
+        assert!(retried(refused(503)));
+        assert!(retried(refused(429)));
+        assert!(!retried(refused(400)));
+        assert!(!retried(refused(403)));
+        assert!(!retried(refused(404)));
+        assert!(retried(ClientError::Io(
+            "Connection refused (os error 111)".into()
+        )));
+        assert!(!retried(ClientError::Io(
+            "invalid peer certificate: UnknownIssuer".into()
+        )));
+        assert!(!retried(ClientError::Evidence("no device".into())));
+        assert!(!retried(ClientError::Open("bad tag".into())));
+        assert!(!retried(ClientError::Url("x".into())));
+    }
+
     #[test]
     fn hints_name_the_fix() {
         assert!(hint("POLICY_MEASUREMENT", "r").contains("cvm-launch measure"));
