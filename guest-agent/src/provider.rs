@@ -32,6 +32,19 @@ pub enum ProviderError {
         /// What was wrong.
         message: String,
     },
+    /// Another writer changed the configfs-tsm entry while the report was read.
+    #[error(
+        "{provider}: generation changed from {before} to {after} while reading: another process wrote the \
+         entry; retry"
+    )]
+    Raced {
+        /// Which provider.
+        provider: String,
+        /// `generation` after our write.
+        before: u64,
+        /// `generation` after our read.
+        after: u64,
+    },
     /// No provider fits the request.
     #[error("no evidence provider: {0}")]
     None(String),

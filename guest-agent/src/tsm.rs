@@ -285,6 +285,23 @@ impl Provider for Tsm {
     }
 
     fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, ProviderError> {
+        // A racing writer is transient: try a fresh entry a few times.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.evidence_entry(report_data) {
+                Err(ProviderError::Raced { .. }) if tries < RACE_ATTEMPTS => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+/// How many fresh entries are tried when another writer changes `generation` meanwhile.
+pub const RACE_ATTEMPTS: usize = 3;
+
+impl Tsm {
+    fn evidence_entry(&self, report_data: &[u8; 64]) -> Result<Evidence, ProviderError> {
         let e = self.entry()?;
         let provider = match self.provider {
             Some(p) => p,
@@ -315,12 +332,10 @@ impl Provider for Tsm {
         };
         let after = self.generation(&e.path)?;
         if before != after {
-            return Err(ProviderError::Bad {
+            return Err(ProviderError::Raced {
                 provider: self.describe(),
-                message: format!(
-                    "generation changed from {before} to {after} while reading: another process wrote the \
-                     entry; retry"
-                ),
+                before,
+                after,
             });
         }
         if out.is_empty() {

@@ -56,6 +56,7 @@ fn configfs_tsm_refuses_a_report_when_the_generation_changed() {
     let tsm = Tsm::with_fs(root.path(), fake).with_provider(TsmProvider::SevGuest);
     let e = tsm.evidence(&[1; 64]).unwrap_err().to_string();
     assert!(e.contains("generation changed"), "{e}");
+    assert!(e.contains("retry"), "{e}");
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
 }
 
@@ -135,4 +136,34 @@ fn a_refusal_is_not_retried_and_says_what_to_do() {
         other => panic!("{other}"),
     }
     assert_eq!(e.exit_code(), 3);
+}
+
+#[test]
+fn sim_socket_errors_name_the_socket_and_the_code() {
+    use cvm_agent::simsock::{ErrorResponse, read_frame, write_frame};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("psp.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut s = conn.unwrap();
+            let _ = read_frame(&mut s, 4096).unwrap();
+            let body = cvm_keys::cbor::to_vec(&ErrorResponse {
+                code: "SIGNER_FAILED".into(),
+                message: "no key".into(),
+            })
+            .unwrap();
+            write_frame(&mut s, &body).unwrap();
+        }
+    });
+    let e = SimSocket::new(&path)
+        .evidence(&[0; 64])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("SIGNER_FAILED") && e.contains("psp.sock"), "{e}");
+    let e = SimSocket::new(&dir.path().join("absent.sock"))
+        .evidence(&[0; 64])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cvm-launch run --tee sim"), "{e}");
 }
