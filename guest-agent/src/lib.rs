@@ -5,6 +5,7 @@
 //! - [`config`]: `--config FILE` (TOML with the command-line options).
 //! - [`provider`]: the evidence providers behind one trait ([`provider::Provider`]) and `--tee` selection.
 //! - [`tsm`]: configfs-tsm (`/sys/kernel/config/tsm/report`) for SNP and TDX guests.
+//! - [`sevguest`]: SEV-SNP through `/dev/sev-guest` (the `sev` crate), when configfs-tsm is missing.
 //! - [`simsock`]: the launcher's simulated PSP socket (`--tee sim`).
 //! - [`unlock`]: the client flow (retries, timeouts, refusals explained) and the unlockers.
 
@@ -12,6 +13,7 @@
 
 pub mod config;
 pub mod provider;
+pub mod sevguest;
 pub mod simsock;
 pub mod tsm;
 pub mod unlock;

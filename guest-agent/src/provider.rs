@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// The default configfs-tsm report directory.
 pub const DEFAULT_TSM_ROOT: &str = "/sys/kernel/config/tsm/report";
-/// The SEV-SNP guest device (served by the `sev` crate's guest API; not implemented yet).
+/// The SEV-SNP guest device (the `sev` crate's guest API), used when configfs-tsm is missing.
 pub const SEV_GUEST_DEVICE: &str = "/dev/sev-guest";
 
 /// Why evidence could not be produced.
@@ -119,7 +119,8 @@ pub struct ProviderOptions {
     pub tsm_root: Option<PathBuf>,
 }
 
-/// Selects a provider. `auto` probes, in order: SNP (configfs-tsm with the `sev_guest` provider), TDX
+/// Selects a provider. `auto` probes, in order: SNP (configfs-tsm with the `sev_guest` provider, else
+/// `/dev/sev-guest`), TDX
 /// (configfs-tsm with `tdx_guest`), then the simulator socket when `--sim-socket` names one.
 pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError> {
     let root = opts
@@ -137,15 +138,17 @@ pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError
     };
     match opts.tee {
         TeeChoice::Sim => sim(),
-        TeeChoice::Snp => tsm_for(&root, TsmProvider::SevGuest),
+        TeeChoice::Snp => snp(&root),
         TeeChoice::Tdx => tsm_for(&root, TsmProvider::TdxGuest),
         TeeChoice::Auto => {
             let mut tried = Vec::new();
-            for want in [TsmProvider::SevGuest, TsmProvider::TdxGuest] {
-                match tsm_for(&root, want) {
-                    Ok(p) => return Ok(p),
-                    Err(e) => tried.push(e.to_string()),
-                }
+            match snp(&root) {
+                Ok(p) => return Ok(p),
+                Err(e) => tried.push(e.to_string()),
+            }
+            match tsm_for(&root, TsmProvider::TdxGuest) {
+                Ok(p) => return Ok(p),
+                Err(e) => tried.push(e.to_string()),
             }
             if opts.sim_socket.is_some() {
                 return sim();
@@ -156,6 +159,17 @@ pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError
                 tried.join("; ")
             )))
         }
+    }
+}
+
+/// SNP: configfs-tsm, else `/dev/sev-guest`.
+fn snp(root: &Path) -> Result<Box<dyn Provider>, ProviderError> {
+    match tsm_for(root, TsmProvider::SevGuest) {
+        Ok(p) => Ok(p),
+        Err(_) if Path::new(SEV_GUEST_DEVICE).exists() => {
+            Ok(Box::new(crate::sevguest::SevGuest::default()))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -170,19 +184,6 @@ fn tsm_for(root: &Path, want: TsmProvider) -> Result<Box<dyn Provider>, Provider
             found.name(),
             want.name()
         ))),
-        Err(e) => {
-            let hint = if want == TsmProvider::SevGuest && Path::new(SEV_GUEST_DEVICE).exists() {
-                format!(
-                    " ({SEV_GUEST_DEVICE} exists, but the agent reads SNP reports through configfs-tsm only; \
-                     mount configfs or use a kernel with CONFIG_TSM_REPORTS)"
-                )
-            } else {
-                String::new()
-            };
-            Err(ProviderError::None(format!(
-                "{}: {e}{hint}",
-                want.tee_name()
-            )))
-        }
+        Err(e) => Err(ProviderError::None(format!("{}: {e}", want.tee_name()))),
     }
 }
