@@ -1,6 +1,19 @@
-//! `cvm-agent` runs inside the guest.
+//! `cvm-agent` runs inside the guest: it collects evidence from the TEE, attests to the `cvm-attest`
+//! service, receives the released key and unlocks the workload's data, then runs the workload.
 //!
-//! Not implemented yet: this crate is built by issue # collects evidence, attests, receives the key and unlocks the workload data:7. The binary only explains that.
+//! Modules, one job each:
+//! - [`config`]: `--config FILE` (TOML with the command-line options).
+//! - [`provider`]: the evidence providers behind one trait ([`provider::Provider`]) and `--tee` selection.
+//! - [`tsm`]: configfs-tsm (`/sys/kernel/config/tsm/report`) for SNP and TDX guests.
+//! - [`sevguest`]: SEV-SNP through `/dev/sev-guest` (the `sev` crate), when configfs-tsm is missing.
+//! - [`simsock`]: the launcher's simulated PSP socket (`--tee sim`).
+//! - [`unlock`]: the client flow (retries, timeouts, refusals explained) and the unlockers.
 
-/// What the binary prints while the crate is not implemented.
-pub const NOT_YET: &str = "cvm-agent is not implemented yet (tracked as issue # collects evidence, attests, receives the key and unlocks the workload data:7); nothing was done.";
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod provider;
+pub mod sevguest;
+pub mod simsock;
+pub mod tsm;
+pub mod unlock;

@@ -1,0 +1,109 @@
+//! `--config FILE`: the `unlock`/`run` options in TOML, under the long option names with `_` for `-`
+//! (`server`, `ca`, `resource`, `tee`, `sim_socket`, `tsm_root`, `sealed`, `out`, `secret_out`, `luks`,
+//! `name`, `luks_check`, `cryptsetup`, `attempts`, `backoff_ms`, `timeout_secs`, `omit_certs`).
+//! Options given on the command line win over the file. Relative paths are taken as they are (relative to
+//! the working directory), as on the command line.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The configuration file's contents; every key is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// `--server`.
+    pub server: Option<String>,
+    /// `--ca`.
+    pub ca: Option<PathBuf>,
+    /// `--resource`.
+    pub resource: Option<String>,
+    /// `--tee` (`auto`, `snp`, `tdx`, `sim`).
+    pub tee: Option<String>,
+    /// `--sim-socket`.
+    pub sim_socket: Option<PathBuf>,
+    /// `--tsm-root`.
+    pub tsm_root: Option<PathBuf>,
+    /// `--sealed`.
+    pub sealed: Option<PathBuf>,
+    /// `--out`.
+    pub out: Option<String>,
+    /// `--secret-out`.
+    pub secret_out: Option<PathBuf>,
+    /// `--luks`.
+    pub luks: Option<PathBuf>,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--luks-check`.
+    pub luks_check: Option<bool>,
+    /// `--cryptsetup`.
+    pub cryptsetup: Option<PathBuf>,
+    /// `--attempts`.
+    pub attempts: Option<u32>,
+    /// `--backoff-ms`.
+    pub backoff_ms: Option<u64>,
+    /// `--timeout-secs`.
+    pub timeout_secs: Option<u64>,
+    /// `--omit-certs`.
+    pub omit_certs: Option<bool>,
+}
+
+/// Why the configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl AgentConfig {
+    /// Parses TOML text.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_known_keys_and_refuses_unknown_ones() {
+        let c = AgentConfig::parse(
+            "server = \"https://a:1\"\nresource = \"db\"\nattempts = 3\nomit_certs = true\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.server.as_deref(), Some("https://a:1"));
+        assert_eq!(c.attempts, Some(3));
+        assert_eq!(c.omit_certs, Some(true));
+        let e = AgentConfig::parse("sever = \"x\"\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("sever"), "{e}");
+    }
+}

@@ -1,0 +1,189 @@
+//! Evidence providers: one trait, several TEEs, and the `--tee auto|snp|tdx|sim` selection.
+
+use crate::simsock::SimSocket;
+use crate::tsm::{Tsm, TsmProvider};
+use cvm_attest::client::{Evidence, EvidenceSource};
+use std::path::{Path, PathBuf};
+
+/// The default configfs-tsm report directory.
+pub const DEFAULT_TSM_ROOT: &str = "/sys/kernel/config/tsm/report";
+/// The SEV-SNP guest device (the `sev` crate's guest API), used when configfs-tsm is missing.
+pub const SEV_GUEST_DEVICE: &str = "/dev/sev-guest";
+
+/// Why evidence could not be produced.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// A file or socket operation failed.
+    #[error("{provider}: {what}: {source}")]
+    Io {
+        /// Which provider.
+        provider: String,
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The provider answered with something unusable.
+    #[error("{provider}: {message}")]
+    Bad {
+        /// Which provider.
+        provider: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// Another writer changed the configfs-tsm entry while the report was read.
+    #[error(
+        "{provider}: generation changed from {before} to {after} while reading: another process wrote the \
+         entry; retry"
+    )]
+    Raced {
+        /// Which provider.
+        provider: String,
+        /// `generation` after our write.
+        before: u64,
+        /// `generation` after our read.
+        after: u64,
+    },
+    /// No provider fits the request.
+    #[error("no evidence provider: {0}")]
+    None(String),
+}
+
+/// Produces evidence whose REPORT_DATA is given.
+pub trait Provider: Send + Sync {
+    /// A name a person recognizes, e.g. `configfs-tsm (sev_guest) at /sys/kernel/config/tsm/report`.
+    fn describe(&self) -> String;
+    /// Evidence for `report_data`.
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, ProviderError>;
+}
+
+/// Adapts a [`Provider`] to the protocol client's [`EvidenceSource`].
+pub struct Source<'a> {
+    /// The provider.
+    pub provider: &'a dyn Provider,
+    /// Send the provider's certificates along (off when the service holds the platform's chain).
+    pub send_certs: bool,
+}
+
+impl EvidenceSource for Source<'_> {
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, String> {
+        let mut ev = self
+            .provider
+            .evidence(report_data)
+            .map_err(|e| e.to_string())?;
+        if !self.send_certs {
+            ev.certs.clear();
+        }
+        Ok(ev)
+    }
+}
+
+/// The `--tee` choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TeeChoice {
+    /// Probe SNP, then TDX, then the simulator.
+    #[default]
+    Auto,
+    /// AMD SEV-SNP.
+    Snp,
+    /// Intel TDX.
+    Tdx,
+    /// The launcher's simulated PSP socket.
+    Sim,
+}
+
+impl std::str::FromStr for TeeChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(TeeChoice::Auto),
+            "snp" => Ok(TeeChoice::Snp),
+            "tdx" => Ok(TeeChoice::Tdx),
+            "sim" => Ok(TeeChoice::Sim),
+            other => Err(format!(
+                "unknown TEE {other:?}: expected auto, snp, tdx or sim"
+            )),
+        }
+    }
+}
+
+/// Where providers are found.
+#[derive(Clone, Debug, Default)]
+pub struct ProviderOptions {
+    /// The `--tee` choice.
+    pub tee: TeeChoice,
+    /// The launcher's simulated PSP socket (`--sim-socket`).
+    pub sim_socket: Option<PathBuf>,
+    /// The configfs-tsm report directory (`--tsm-root`); [`DEFAULT_TSM_ROOT`] when unset.
+    pub tsm_root: Option<PathBuf>,
+}
+
+/// Selects a provider. `auto` probes, in order: SNP (configfs-tsm with the `sev_guest` provider, else
+/// `/dev/sev-guest`), TDX
+/// (configfs-tsm with `tdx_guest`), then the simulator socket when `--sim-socket` names one.
+pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError> {
+    let root = opts
+        .tsm_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_TSM_ROOT));
+    let sim = || -> Result<Box<dyn Provider>, ProviderError> {
+        match &opts.sim_socket {
+            Some(p) => Ok(Box::new(SimSocket::new(p))),
+            None => Err(ProviderError::None(
+                "--tee sim needs --sim-socket PATH (the socket `cvm-launch run --tee sim --sim-socket` serves)"
+                    .into(),
+            )),
+        }
+    };
+    match opts.tee {
+        TeeChoice::Sim => sim(),
+        TeeChoice::Snp => snp(&root),
+        TeeChoice::Tdx => tsm_for(&root, TsmProvider::TdxGuest),
+        TeeChoice::Auto => {
+            let mut tried = Vec::new();
+            match snp(&root) {
+                Ok(p) => return Ok(p),
+                Err(e) => tried.push(e.to_string()),
+            }
+            match tsm_for(&root, TsmProvider::TdxGuest) {
+                Ok(p) => return Ok(p),
+                Err(e) => tried.push(e.to_string()),
+            }
+            if opts.sim_socket.is_some() {
+                return sim();
+            }
+            tried.push("sim: no --sim-socket given".into());
+            Err(ProviderError::None(format!(
+                "auto found no TEE ({}); on a host without a TEE pass --tee sim --sim-socket PATH",
+                tried.join("; ")
+            )))
+        }
+    }
+}
+
+/// SNP: configfs-tsm, else `/dev/sev-guest`.
+fn snp(root: &Path) -> Result<Box<dyn Provider>, ProviderError> {
+    match tsm_for(root, TsmProvider::SevGuest) {
+        Ok(p) => Ok(p),
+        Err(_) if Path::new(SEV_GUEST_DEVICE).exists() => {
+            Ok(Box::new(crate::sevguest::SevGuest::default()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn tsm_for(root: &Path, want: TsmProvider) -> Result<Box<dyn Provider>, ProviderError> {
+    let tsm = Tsm::new(root);
+    match tsm.probe() {
+        Ok(found) if found == want => Ok(Box::new(tsm.with_provider(found))),
+        Ok(found) => Err(ProviderError::None(format!(
+            "{}: configfs-tsm at {} is served by {} (not {})",
+            want.tee_name(),
+            root.display(),
+            found.name(),
+            want.name()
+        ))),
+        Err(e) => Err(ProviderError::None(format!("{}: {e}", want.tee_name()))),
+    }
+}

@@ -1,0 +1,295 @@
+//! Shared set-up for the agent tests: a simulated TEE (the attestation crate's simulator), a simulated PSP
+//! socket speaking the launcher's wire messages, a fake configfs-tsm tree, and a `cvm-attest serve`
+//! (simulated mode) on a loopback port, run in-process on its own thread.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use cvm_agent::simsock::{ByteString, EvidenceRequest, EvidenceResponse, read_frame, write_frame};
+use cvm_agent::tsm::TsmFs;
+use cvm_attest::client::{Client, tls_config};
+use cvm_attest::server::{Config, Server};
+use cvm_attest::sim::{self, InitOptions, Simulator, SnpRequest, TdxRequest};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub const MEASUREMENT: [u8; 48] = [0x5a; 48];
+pub const OTHER: [u8; 48] = [0x33; 48];
+
+pub fn sim_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        sim::init(
+            &dir.path().join("sim"),
+            &InitOptions {
+                seed: Some(b"agent tests seed".to_vec()),
+                ..InitOptions::default()
+            },
+        )
+        .unwrap();
+        dir
+    })
+    .path()
+}
+
+pub fn simulator() -> &'static Simulator {
+    static S: OnceLock<Simulator> = OnceLock::new();
+    S.get_or_init(|| Simulator::load(&sim_dir().join("sim")).unwrap())
+}
+
+pub fn policy() -> String {
+    let m = hex::encode(MEASUREMENT);
+    format!("[snp]\nmeasurements = [\"{m}\"]\n[tdx]\nmrtd = [\"{m}\"]\n")
+}
+
+/// A service directory: CA, KEK, configuration.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new(listen: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        cvm_keys::ca::init_ca(&dir.path().join("pki"), &["127.0.0.1".to_string()]).unwrap();
+        cvm_keys::Key256::generate()
+            .unwrap()
+            .write_new_file(&dir.path().join("kek"))
+            .unwrap();
+        let sim = sim_dir().join("sim");
+        let config = format!(
+            "listen = \"{listen}\"\nmode = \"simulated\"\nsim_dir = {:?}\n[tls]\ncert = \"pki/server.pem\"\n\
+             key = \"pki/server.key\"\nadmin_client_ca = \"pki/ca.pem\"\n[store]\ndir = \"state\"\n\
+             kek_file = \"kek\"\n",
+            sim.display().to_string()
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        Fixture { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.path("config.toml")).unwrap()
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.path("pki/ca.pem")
+    }
+
+    pub fn admin(&self, addr: SocketAddr) -> Client {
+        let tls = tls_config(
+            &self.ca(),
+            Some((&self.path("pki/admin.pem"), &self.path("pki/admin.key"))),
+        )
+        .unwrap();
+        Client::new(&format!("https://{addr}"), tls).unwrap()
+    }
+}
+
+/// A service on its own thread and runtime; stopped on drop.
+pub struct Service {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Service {
+    pub fn start(f: &Fixture) -> Service {
+        let config = f.config();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let server = Server::bind(&config).await.unwrap();
+                addr_tx.send(server.local_addr().unwrap()).unwrap();
+                server
+                    .run(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Service {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Registers a secret through the admin API.
+    pub fn put(&self, f: &Fixture, name: &str, value: &[u8]) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            f.admin(self.addr)
+                .put_secret(name, value, &policy())
+                .await
+                .unwrap();
+        });
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A simulated PSP socket (the launcher's wire messages) whose reports carry `measurement`.
+pub struct PspSocket {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl PspSocket {
+    pub fn start(measurement: [u8; 48]) -> PspSocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { continue };
+                while let Ok(body) = read_frame(&mut s, 4096) {
+                    let req: EvidenceRequest = cvm_keys::cbor::from_slice(&body).unwrap();
+                    assert_eq!(req.tee, "snp");
+                    let rd: [u8; 64] = req.report_data.0.as_slice().try_into().unwrap();
+                    let sim = simulator();
+                    let report = sim
+                        .amd
+                        .snp_report(&SnpRequest {
+                            report_data: rd,
+                            measurement,
+                            ..SnpRequest::default()
+                        })
+                        .unwrap();
+                    let resp = cvm_keys::cbor::to_vec(&EvidenceResponse {
+                        evidence: ByteString(report),
+                        certs: vec![ByteString(sim.amd.vcek_der().to_vec())],
+                    })
+                    .unwrap();
+                    if write_frame(&mut s, &resp).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        PspSocket { dir, path }
+    }
+}
+
+/// A fake configfs-tsm tree in a temp dir: entries get `provider` and `generation`, writes to `inblob`
+/// bump the generation, and `outblob` is produced by the simulator from `inblob` when read.
+pub struct FakeTsm {
+    pub provider: &'static str,
+    pub measurement: [u8; 48],
+    /// Bump the generation while `outblob` is read (another writer racing).
+    pub race: AtomicBool,
+}
+
+impl FakeTsm {
+    pub fn new(provider: &'static str) -> FakeTsm {
+        FakeTsm {
+            provider,
+            measurement: MEASUREMENT,
+            race: AtomicBool::new(false),
+        }
+    }
+
+    fn bump(&self, entry: &Path) -> std::io::Result<()> {
+        let g: u64 = std::fs::read_to_string(entry.join("generation"))?
+            .trim()
+            .parse()
+            .unwrap();
+        std::fs::write(entry.join("generation"), format!("{}\n", g + 1))
+    }
+}
+
+impl TsmFs for FakeTsm {
+    fn create_dir(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::create_dir(path)?;
+        std::fs::write(path.join("provider"), format!("{}\n", self.provider))?;
+        std::fs::write(path.join("generation"), "0\n")
+    }
+    fn write(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+        std::fs::write(path, data)?;
+        self.bump(path.parent().unwrap())
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let entry = path.parent().unwrap();
+        let sim = simulator();
+        match path.file_name().and_then(|n| n.to_str()) {
+            Some("outblob") => {
+                let rd: [u8; 64] = std::fs::read(entry.join("inblob"))?.try_into().unwrap();
+                if self.race.load(Ordering::SeqCst) {
+                    self.bump(entry)?;
+                }
+                Ok(if self.provider == "sev_guest" {
+                    sim.amd
+                        .snp_report(&SnpRequest {
+                            report_data: rd,
+                            measurement: self.measurement,
+                            ..SnpRequest::default()
+                        })
+                        .unwrap()
+                } else {
+                    sim.intel
+                        .tdx_quote(&TdxRequest {
+                            report_data: rd,
+                            mrtd: self.measurement,
+                            ..TdxRequest::default()
+                        })
+                        .unwrap()
+                })
+            }
+            Some("auxblob") if self.provider == "sev_guest" => {
+                Ok(cvm_agent::tsm::cert_table_with_vcek(sim.amd.vcek_der()))
+            }
+            _ => std::fs::read(path),
+        }
+    }
+    fn remove_dir(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::remove_dir_all(path)
+    }
+}
+
+/// Runs the agent binary.
+pub fn agent(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cvm-agent"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
