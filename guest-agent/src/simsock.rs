@@ -1,7 +1,7 @@
 //! `--tee sim`: the launcher's simulated PSP on a Unix socket (`cvm-launch run --tee sim --sim-socket`).
 //!
 //! Each message is a 4-byte big-endian length followed by that much CBOR; the launcher's
-//! `sim_socket` module is the other end, and these types match its wire messages exactly:
+//! `sim_socket` module is the other end; both use the wire types of `cvm_attest::sim::wire`:
 //!
 //! ```text
 //! request   {"tee": "snp", "report_data": bytes(64)}
@@ -12,8 +12,7 @@
 use crate::provider::{Provider, ProviderError};
 use cvm_attest::client::Evidence;
 use cvm_attest::protocol::TeeKind;
-use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,62 +22,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response accepted.
 pub const MAX_RESPONSE: usize = 1 << 20;
 
-/// A byte string in CBOR (major type 2).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ByteString(#[serde(with = "cvm_keys::cbor::bytes")] pub Vec<u8>);
-
-/// A request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvidenceRequest {
-    /// `"snp"` (the only TEE the simulated PSP serves).
-    pub tee: String,
-    /// REPORT_DATA, 64 bytes.
-    pub report_data: ByteString,
-}
-
-/// A successful response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EvidenceResponse {
-    /// The signed report.
-    pub evidence: ByteString,
-    /// Certificates, VCEK DER first.
-    pub certs: Vec<ByteString>,
-}
-
-/// An error response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorResponse {
-    /// Reason code.
-    pub code: String,
-    /// What went wrong.
-    pub message: String,
-}
-
-/// Writes one length-prefixed frame.
-pub fn write_frame<W: Write>(w: &mut W, body: &[u8]) -> std::io::Result<()> {
-    let len =
-        u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame longer than 4 GiB"))?;
-    w.write_all(&len.to_be_bytes())?;
-    w.write_all(body)?;
-    w.flush()
-}
-
-/// Reads one length-prefixed frame of at most `max` bytes.
-pub fn read_frame<R: Read>(r: &mut R, max: usize) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len)?;
-    let len = usize::try_from(u32::from_be_bytes(len)).map_err(std::io::Error::other)?;
-    if len > max {
-        return Err(std::io::Error::other(format!(
-            "frame of {len} bytes exceeds {max}"
-        )));
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)?;
-    Ok(body)
-}
+pub use cvm_attest::sim::wire::{
+    ByteString, ErrorResponse, EvidenceRequest, EvidenceResponse, read_frame, write_frame,
+};
 
 /// The simulated-PSP provider.
 #[derive(Clone, Debug)]

@@ -10,14 +10,12 @@
 //! error     {"code": text, "message": text}                 code: MALFORMED | UNSUPPORTED_TEE_TYPE | SIGNER_FAILED
 //! ```
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::devices::psp::ReportSigner;
 
@@ -26,38 +24,9 @@ pub const MAX_REQUEST: usize = 4096;
 /// How long a client may take to send a request before the connection is dropped.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A byte string in CBOR (major type 2).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ByteString(#[serde(with = "cvm_keys::cbor::bytes")] pub Vec<u8>);
-
-/// A request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvidenceRequest {
-    /// `"snp"` (the only TEE the simulated PSP serves).
-    pub tee: String,
-    /// REPORT_DATA, 64 bytes.
-    pub report_data: ByteString,
-}
-
-/// A successful response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EvidenceResponse {
-    /// The signed report.
-    pub evidence: ByteString,
-    /// Certificates, VCEK DER first.
-    pub certs: Vec<ByteString>,
-}
-
-/// An error response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorResponse {
-    /// Reason code.
-    pub code: String,
-    /// What went wrong.
-    pub message: String,
-}
+pub use cvm_attest::sim::wire::{
+    ByteString, ErrorResponse, EvidenceRequest, EvidenceResponse, write_frame,
+};
 
 /// Why the socket could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -125,29 +94,14 @@ fn handle(mut stream: UnixStream, signer: &dyn ReportSigner) {
 }
 
 fn read_frame(stream: &mut UnixStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).ok()?;
-    let len = usize::try_from(u32::from_be_bytes(len)).ok()?;
-    if len > MAX_REQUEST {
-        let err = error(
-            "MALFORMED",
-            format!("request of {len} bytes exceeds {MAX_REQUEST}"),
-        );
-        let _ = write_frame(stream, &err);
-        return None;
+    match cvm_attest::sim::wire::read_frame(stream, MAX_REQUEST) {
+        Ok(body) => Some(body),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            let _ = write_frame(stream, &error("MALFORMED", format!("request: {e}")));
+            None
+        }
+        Err(_) => None,
     }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).ok()?;
-    Some(body)
-}
-
-/// Writes one frame.
-pub fn write_frame<W: Write>(w: &mut W, body: &[u8]) -> std::io::Result<()> {
-    let len =
-        u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame longer than 4 GiB"))?;
-    w.write_all(&len.to_be_bytes())?;
-    w.write_all(body)?;
-    w.flush()
 }
 
 fn error(code: &str, message: String) -> Vec<u8> {

@@ -35,6 +35,7 @@ pub mod pem;
 pub mod rsa;
 pub mod snp;
 pub mod tdx;
+pub mod wire;
 
 pub use error::SimError;
 pub use snp::{AmdHierarchy, SimAmd, SnpRequest};
