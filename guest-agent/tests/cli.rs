@@ -42,7 +42,6 @@ impl Env {
             "sim".into(),
             "--sim-socket".into(),
             self.psp.path.display().to_string(),
-            "--omit-certs".into(),
             "--backoff-ms".into(),
             "100".into(),
         ]
@@ -225,7 +224,6 @@ fn retries_while_the_server_is_down_and_succeeds_when_it_comes_up() {
             "sim",
             "--sim-socket",
             &sock,
-            "--omit-certs",
             "--backoff-ms",
             "200",
             "--attempts",

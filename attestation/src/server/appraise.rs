@@ -39,6 +39,7 @@ pub struct Appraiser {
     snp: SnpVerifier,
     snp_certs: Vec<Vec<u8>>,
     snp_leaves: Vec<Vec<u8>>,
+    snp_intermediates: Vec<Vec<u8>>,
     snp_warm: AtomicBool,
     tdx: super::tdx_backend::TdxBackend,
 }
@@ -167,20 +168,17 @@ impl Appraiser {
         }
         // The held VCEK/VLEKs (P-384 leaves) alone: once their chains are verified and cached, the
         // intermediates need not be parsed again per request.
-        let snp_leaves = snp_certs
-            .iter()
-            .filter(|der| {
-                crate::pki::parse_cert(der)
-                    .ok()
-                    .is_some_and(|c| crate::snp::chain::p384_key(&c).is_some())
-            })
-            .cloned()
-            .collect();
+        let (snp_leaves, snp_intermediates) = snp_certs.iter().cloned().partition(|der| {
+            crate::pki::parse_cert(der)
+                .ok()
+                .is_some_and(|c| crate::snp::chain::p384_key(&c).is_some())
+        });
         Ok(Appraiser {
             mode: config.mode,
             snp,
             snp_certs,
             snp_leaves,
+            snp_intermediates,
             snp_warm: AtomicBool::new(false),
             tdx,
         })
@@ -203,7 +201,7 @@ impl Appraiser {
     ) -> Appraisal {
         let (mut verdict, collateral) = match tee {
             Tee::Snp if certs.is_empty() => self.snp_with_held_certs(evidence, policy, at),
-            Tee::Snp => self.snp_with(certs, evidence, policy, at),
+            Tee::Snp => self.snp_with_guest_certs(certs, evidence, policy, at),
             Tee::Tdx => self.tdx.verify(evidence, policy, at),
         };
         if self.mode == Mode::Production && verdict.simulated && verdict.outcome.is_ok() {
@@ -250,6 +248,27 @@ impl Appraiser {
         };
         let v = self.snp.verify(evidence, &inputs);
         (v, certs.iter().map(|c| sha256(c)).collect())
+    }
+
+    /// SNP with the guest's certificates (its VCEK, maybe its chain) followed by the intermediates the service
+    /// holds (e.g. the simulator's ASK, which no built-in chain has), so a guest that sends only its VCEK
+    /// verifies on a cold cache too.
+    fn snp_with_guest_certs(
+        &self,
+        certs: &[Vec<u8>],
+        evidence: &[u8],
+        policy: &Policy,
+        at: i64,
+    ) -> (Verdict, Vec<Vec<u8>>) {
+        if self.snp_intermediates.is_empty() {
+            return self.snp_with(certs, evidence, policy, at);
+        }
+        let all: Vec<Vec<u8>> = certs
+            .iter()
+            .chain(&self.snp_intermediates)
+            .cloned()
+            .collect();
+        self.snp_with(&all, evidence, policy, at)
     }
 
     /// SNP with the certificates the service holds: the leaves alone while their chains are cached (warm),
