@@ -50,8 +50,9 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct TeeArgs {
-    /// Evidence provider: auto probes SNP (configfs-tsm), TDX (configfs-tsm), then sim (--sim-socket).
-    #[arg(long, value_name = "auto|snp|tdx|sim", default_value = "auto")]
+    /// Evidence provider: auto probes SNP (configfs-tsm), TDX (configfs-tsm), then sim (--sim-socket);
+    /// sim-tdx asks the simulated PSP for a TDX-format quote instead of an SNP report.
+    #[arg(long, value_name = "auto|snp|tdx|sim|sim-tdx", default_value = "auto")]
     tee: TeeChoice,
     /// The launcher's simulated PSP socket (for --tee sim).
     #[arg(long, value_name = "PATH")]
@@ -75,8 +76,9 @@ struct UnlockArgs {
     /// The secret's name on the service (required).
     #[arg(long, value_name = "NAME")]
     resource: Option<String>,
-    /// Evidence provider [default: auto]: auto probes SNP (configfs-tsm), TDX (configfs-tsm), then sim.
-    #[arg(long, value_name = "auto|snp|tdx|sim")]
+    /// Evidence provider [default: auto]: auto probes SNP (configfs-tsm), TDX (configfs-tsm), then sim;
+    /// sim-tdx asks the simulated PSP for a TDX-format quote instead of an SNP report.
+    #[arg(long, value_name = "auto|snp|tdx|sim|sim-tdx")]
     tee: Option<TeeChoice>,
     /// The launcher's simulated PSP socket (for --tee sim).
     #[arg(long, value_name = "PATH")]

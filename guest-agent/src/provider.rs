@@ -3,6 +3,7 @@
 use crate::simsock::SimSocket;
 use crate::tsm::{Tsm, TsmProvider};
 use cvm_attest::client::{Evidence, EvidenceSource};
+use cvm_attest::protocol::TeeKind;
 use std::path::{Path, PathBuf};
 
 /// The default configfs-tsm report directory.
@@ -89,8 +90,10 @@ pub enum TeeChoice {
     Snp,
     /// Intel TDX.
     Tdx,
-    /// The launcher's simulated PSP socket.
+    /// The launcher's simulated PSP socket, SNP-format reports.
     Sim,
+    /// The launcher's simulated PSP socket, TDX-format quotes.
+    SimTdx,
 }
 
 impl std::str::FromStr for TeeChoice {
@@ -101,8 +104,9 @@ impl std::str::FromStr for TeeChoice {
             "snp" => Ok(TeeChoice::Snp),
             "tdx" => Ok(TeeChoice::Tdx),
             "sim" => Ok(TeeChoice::Sim),
+            "sim-tdx" => Ok(TeeChoice::SimTdx),
             other => Err(format!(
-                "unknown TEE {other:?}: expected auto, snp, tdx or sim"
+                "unknown TEE {other:?}: expected auto, snp, tdx, sim or sim-tdx"
             )),
         }
     }
@@ -127,9 +131,9 @@ pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError
         .tsm_root
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_TSM_ROOT));
-    let sim = || -> Result<Box<dyn Provider>, ProviderError> {
+    let sim = |format| -> Result<Box<dyn Provider>, ProviderError> {
         match &opts.sim_socket {
-            Some(p) => Ok(Box::new(SimSocket::new(p))),
+            Some(p) => Ok(Box::new(SimSocket::new(p, format))),
             None => Err(ProviderError::None(
                 "--tee sim needs --sim-socket PATH (the socket `cvm-launch run --tee sim --sim-socket` serves)"
                     .into(),
@@ -137,7 +141,8 @@ pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError
         }
     };
     match opts.tee {
-        TeeChoice::Sim => sim(),
+        TeeChoice::Sim => sim(TeeKind::Snp),
+        TeeChoice::SimTdx => sim(TeeKind::Tdx),
         TeeChoice::Snp => snp(&root),
         TeeChoice::Tdx => tsm_for(&root, TsmProvider::TdxGuest),
         TeeChoice::Auto => {
@@ -151,7 +156,7 @@ pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError
                 Err(e) => tried.push(e.to_string()),
             }
             if opts.sim_socket.is_some() {
-                return sim();
+                return sim(TeeKind::Snp);
             }
             tried.push("sim: no --sim-socket given".into());
             Err(ProviderError::None(format!(

@@ -4,8 +4,8 @@
 //! `sim_socket` module is the other end; both use the wire types of `cvm_attest::sim::wire`:
 //!
 //! ```text
-//! request   {"tee": "snp", "report_data": bytes(64)}
-//! response  {"evidence": bytes, "certs": [bytes]}          the report; VCEK DER first
+//! request   {"tee": "snp"|"tdx", "report_data": bytes(64)}
+//! response  {"evidence": bytes, "certs": [bytes]}          snp: the report, VCEK DER first; tdx: a quote
 //! error     {"code": text, "message": text}
 //! ```
 
@@ -30,13 +30,16 @@ pub use cvm_attest::sim::wire::{
 #[derive(Clone, Debug)]
 pub struct SimSocket {
     path: PathBuf,
+    format: TeeKind,
 }
 
 impl SimSocket {
-    /// A provider talking to the socket at `path`.
-    pub fn new(path: &Path) -> Self {
+    /// A provider asking the socket at `path` for evidence in `format` (an SNP report or a TDX
+    /// quote).
+    pub fn new(path: &Path, format: TeeKind) -> Self {
         SimSocket {
             path: path.to_owned(),
+            format,
         }
     }
 
@@ -53,7 +56,11 @@ impl SimSocket {
 
 impl Provider for SimSocket {
     fn describe(&self) -> String {
-        format!("sim (simulated PSP socket {})", self.path.display())
+        format!(
+            "sim ({}-format evidence from the simulated PSP socket {})",
+            wire_name(self.format),
+            self.path.display()
+        )
     }
 
     fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, ProviderError> {
@@ -64,7 +71,7 @@ impl Provider for SimSocket {
         s.set_write_timeout(Some(TIMEOUT))
             .map_err(self.io("set timeout"))?;
         let req = cvm_keys::cbor::to_vec(&EvidenceRequest {
-            tee: "snp".into(),
+            tee: wire_name(self.format).into(),
             report_data: ByteString(report_data.to_vec()),
         })
         .map_err(|e| ProviderError::Bad {
@@ -75,7 +82,7 @@ impl Provider for SimSocket {
         let body = read_frame(&mut s, MAX_RESPONSE).map_err(self.io("read response"))?;
         if let Ok(ok) = cvm_keys::cbor::from_slice::<EvidenceResponse>(&body) {
             return Ok(Evidence {
-                tee: TeeKind::Snp,
+                tee: self.format,
                 evidence: ok.evidence.0,
                 certs: ok.certs.into_iter().map(|c| c.0).collect(),
             });
@@ -88,5 +95,13 @@ impl Provider for SimSocket {
             provider: self.describe(),
             message,
         })
+    }
+}
+
+/// The socket's name for an evidence format.
+fn wire_name(format: TeeKind) -> &'static str {
+    match format {
+        TeeKind::Snp => "snp",
+        TeeKind::Tdx => "tdx",
     }
 }

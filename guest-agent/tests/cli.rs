@@ -99,7 +99,7 @@ fn unlocks_a_multi_megabyte_sealed_file_to_a_path_and_to_stdout() {
     assert!(std::fs::read(&out).unwrap() == plain);
     assert_eq!(mode(&out), 0o600);
     assert!(
-        stderr(&o).contains("sim (simulated PSP socket"),
+        stderr(&o).contains("snp-format evidence from the simulated PSP socket"),
         "{}",
         stderr(&o)
     );

@@ -63,7 +63,7 @@ fn configfs_tsm_refuses_a_report_when_the_generation_changed() {
 #[test]
 fn sim_socket_serves_snp_evidence_with_the_vcek() {
     let psp = PspSocket::start(common::MEASUREMENT);
-    let p = SimSocket::new(&psp.path);
+    let p = SimSocket::new(&psp.path, TeeKind::Snp);
     let ev = p.evidence(&[9; 64]).unwrap();
     assert_eq!(ev.tee, TeeKind::Snp);
     // REPORT_DATA sits at offset 0x50 of an SNP report.
@@ -120,7 +120,7 @@ fn a_refusal_is_not_retried_and_says_what_to_do() {
     let s = Service::start(&f);
     s.put(&f, "db", b"k");
     let psp = PspSocket::start(common::OTHER);
-    let p = SimSocket::new(&psp.path);
+    let p = SimSocket::new(&psp.path, TeeKind::Snp);
     let mut opts = ServerOptions::new(&s.url(), &f.ca(), "db");
     opts.attempts = 5;
     opts.send_certs = false;
@@ -156,12 +156,12 @@ fn sim_socket_errors_name_the_socket_and_the_code() {
             write_frame(&mut s, &body).unwrap();
         }
     });
-    let e = SimSocket::new(&path)
+    let e = SimSocket::new(&path, TeeKind::Snp)
         .evidence(&[0; 64])
         .unwrap_err()
         .to_string();
     assert!(e.contains("SIGNER_FAILED") && e.contains("psp.sock"), "{e}");
-    let e = SimSocket::new(&dir.path().join("absent.sock"))
+    let e = SimSocket::new(&dir.path().join("absent.sock"), TeeKind::Snp)
         .evidence(&[0; 64])
         .unwrap_err()
         .to_string();

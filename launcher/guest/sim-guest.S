@@ -8,6 +8,7 @@
  *   2. issues GET_REPORT and reads the status,
  *   3. reads the report back byte by byte and prints it hex-encoded on COM1,
  *   4. halts.
+ * Near the end it carries TDVF metadata (see below), so it has a TDX plan (MRTD) as well.
  * Ports (launcher/src/devices/psp.rs): 0x510 data, 0x511 command/status, 0x512 response length
  * (16 bit). COM1 0x3F8 (8250 THR), line status 0x3FD (THRE = bit 5).
  *
@@ -132,6 +133,41 @@ msg_error:
 /* The fixed REPORT_DATA (64 bytes) the test expects back in the report. */
 report_data:
     .ascii  "cvm-launch sim guest: fixed REPORT_DATA for the launcher's test."
+
+/*
+ * TDVF metadata ("TDX Virtual Firmware Design Guide" §11), so that the same image also has a TDX
+ * launch plan: one BFV section, the whole image at GPA 0xFFFFF000, measured into MRTD
+ * (TDH.MEM.PAGE.ADD + TDH.MR.EXTEND). `cvm-launch measure --tee tdx` reads it, and
+ * `run --tee sim` puts that MRTD in the TDX-format quotes its simulated PSP socket serves.
+ * The descriptor sits 0x100 bytes before the end of the image.
+ */
+    .org    0xf00
+tdvf_descriptor:
+    .ascii  "TDVF"
+    .long   16 + 32                 /* length: header + one section */
+    .long   1                       /* version */
+    .long   1                       /* number of sections */
+    .long   0                       /* data offset in the image */
+    .long   0x1000                  /* raw data size */
+    .quad   0xfffff000              /* guest-physical address */
+    .quad   0x1000                  /* size in guest memory */
+    .long   0                       /* type: BFV */
+    .long   1                       /* attributes: MR.EXTEND */
+
+/*
+ * The OVMF footer GUID table (read backwards from 32 bytes before the end): entries are
+ * data ‖ u16 size ‖ GUID (EFI byte order), the last one is the table header.
+ */
+    .org    0xfe0 - 40
+    .long   0x1000 - 0xf00          /* TDX metadata: descriptor offset from the end */
+    .word   22
+    .long   0xe47a6535              /* e47a6535-984a-4798-865e-4685a7bf8ec2 */
+    .word   0x984a, 0x4798
+    .byte   0x86, 0x5e, 0x46, 0x85, 0xa7, 0xbf, 0x8e, 0xc2
+    .word   40                      /* the whole table */
+    .long   0x96b582de              /* 96b582de-1fb2-45f7-baea-a366c55a082d */
+    .word   0x1fb2, 0x45f7
+    .byte   0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d
 
 /* Reset vector: the last 16 bytes of the image (GPA 0xFFFFFFF0). */
     .org    0xff0

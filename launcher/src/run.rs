@@ -7,8 +7,10 @@ use std::sync::Arc;
 use crate::devices::psp::ReportSigner;
 use crate::inputs::{InputError, SnpInputs};
 use crate::measure::snp_digest;
-use crate::sim_psp::SimPsp;
+use crate::plan::{LaunchPlan, LaunchUpdate};
+use crate::sim_psp::{LaunchMeasurements, SimPsp};
 use crate::sim_socket::{self, SocketError};
+use crate::tdx::mrtd::mrtd_of_firmware;
 use crate::vmm::{RunError, RunOutcome, SimRunConfig, run_sim};
 
 /// What `run --tee sim` takes.
@@ -58,11 +60,16 @@ pub enum RunCliError {
 pub fn run(args: &SimRunArgs) -> Result<(RunOutcome, [u8; 48]), RunCliError> {
     let plan = args.inputs.plan()?;
     let measurement = snp_digest(&plan);
-    let psp =
-        SimPsp::load(&args.sim_dir, measurement, args.host_data).map_err(|e| RunCliError::Sim {
+    let measurements = LaunchMeasurements {
+        snp: measurement,
+        mrtd: loaded_firmware(&plan).and_then(|fw| mrtd_of_firmware(fw).ok()),
+    };
+    let psp = SimPsp::load(&args.sim_dir, measurements, args.host_data).map_err(|e| {
+        RunCliError::Sim {
             dir: args.sim_dir.display().to_string(),
             message: e.to_string(),
-        })?;
+        }
+    })?;
     let signer: Arc<dyn ReportSigner> = Arc::new(psp);
     let socket = match &args.sim_socket {
         Some(p) => Some(sim_socket::serve(p, Arc::clone(&signer))?),
@@ -81,4 +88,12 @@ pub fn run(args: &SimRunArgs) -> Result<(RunOutcome, [u8; 48]), RunCliError> {
     }
     drop(socket);
     Ok((outcome, measurement))
+}
+
+/// The firmware bytes the plan loads (the TDX MRTD is computed over exactly these).
+fn loaded_firmware(plan: &LaunchPlan) -> Option<&[u8]> {
+    plan.updates.iter().find_map(|u| match u {
+        LaunchUpdate::Data { gpa, data, .. } if *gpa == plan.firmware_gpa => Some(data.as_slice()),
+        _ => None,
+    })
 }

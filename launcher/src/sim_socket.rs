@@ -5,8 +5,9 @@
 //! most [`MAX_REQUEST`] bytes). A connection may carry several requests, one at a time.
 //!
 //! ```text
-//! request   {"tee": "snp", "report_data": bytes(64)}
-//! response  {"evidence": bytes, "certs": [bytes]}          the report; VCEK DER first
+//! request   {"tee": "snp"|"tdx", "report_data": bytes(64)}
+//! response  {"evidence": bytes, "certs": [bytes]}          snp: the report, VCEK DER first in certs
+//!                                                          tdx: a v4 quote (PCK chain inside), no certs
 //! error     {"code": text, "message": text}                 code: MALFORMED | UNSUPPORTED_TEE_TYPE | SIGNER_FAILED
 //! ```
 
@@ -118,10 +119,13 @@ pub fn answer(body: &[u8], signer: &dyn ReportSigner) -> Vec<u8> {
         Ok(r) => r,
         Err(e) => return error("MALFORMED", format!("request: {e}")),
     };
-    if req.tee != "snp" {
+    if req.tee != "snp" && req.tee != "tdx" {
         return error(
             "UNSUPPORTED_TEE_TYPE",
-            format!("tee {:?}: the simulated PSP serves \"snp\" only", req.tee),
+            format!(
+                "tee {:?}: the simulated PSP serves \"snp\" and \"tdx\"",
+                req.tee
+            ),
         );
     }
     let Ok(rd) = <[u8; 64]>::try_from(req.report_data.0.as_slice()) else {
@@ -133,22 +137,29 @@ pub fn answer(body: &[u8], signer: &dyn ReportSigner) -> Vec<u8> {
             ),
         );
     };
-    match signer.snp_report(&rd) {
-        Ok(report) => cvm_keys::cbor::to_vec(&EvidenceResponse {
-            evidence: ByteString(report),
-            certs: signer.certs().into_iter().map(ByteString).collect(),
+    let signed = if req.tee == "tdx" {
+        signer.tdx_quote(&rd).map(|quote| (quote, Vec::new()))
+    } else {
+        signer
+            .snp_report(&rd)
+            .map(|report| (report, signer.certs()))
+    };
+    match signed {
+        Ok((evidence, certs)) => cvm_keys::cbor::to_vec(&EvidenceResponse {
+            evidence: ByteString(evidence),
+            certs: certs.into_iter().map(ByteString).collect(),
         })
         .unwrap_or_else(|e| error("SIGNER_FAILED", e.to_string())),
         Err(e) => error("SIGNER_FAILED", e),
     }
 }
 
-/// A client: asks the socket at `path` for evidence over `report_data`.
-pub fn request(path: &Path, report_data: &[u8; 64]) -> std::io::Result<Vec<u8>> {
+/// A client: asks the socket at `path` for `tee` ("snp" or "tdx") evidence over `report_data`.
+pub fn request(path: &Path, tee: &str, report_data: &[u8; 64]) -> std::io::Result<Vec<u8>> {
     let mut s = UnixStream::connect(path)?;
     s.set_read_timeout(Some(READ_TIMEOUT))?;
     let req = cvm_keys::cbor::to_vec(&EvidenceRequest {
-        tee: "snp".into(),
+        tee: tee.into(),
         report_data: ByteString(report_data.to_vec()),
     })
     .map_err(std::io::Error::other)?;
@@ -183,13 +194,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("psp.sock");
         let guard = serve(&path, Arc::new(Echo)).unwrap();
-        let body = request(&path, &[7; 64]).unwrap();
+        let body = request(&path, "snp", &[7; 64]).unwrap();
         let resp: EvidenceResponse = cvm_keys::cbor::from_slice(&body).unwrap();
         assert_eq!(resp.evidence.0, vec![7; 64]);
         assert_eq!(resp.certs, vec![ByteString(b"vcek".to_vec())]);
 
+        // Echo has no TDX plan: the signer's refusal comes back as SIGNER_FAILED.
+        let body = request(&path, "tdx", &[7; 64]).unwrap();
+        let e: ErrorResponse = cvm_keys::cbor::from_slice(&body).unwrap();
+        assert_eq!(e.code, "SIGNER_FAILED");
+        assert!(e.message.contains("SNP reports only"), "{}", e.message);
+
         let bad = cvm_keys::cbor::to_vec(&EvidenceRequest {
-            tee: "tdx".into(),
+            tee: "sgx".into(),
             report_data: ByteString(vec![0; 64]),
         })
         .unwrap();

@@ -2,7 +2,8 @@
 //! and the one the PSP socket gives a host process, verify with
 //! `cvm-attest verify --trust-root SIM/snp/ark.pem --cert SIM/snp/vcek.der` (plus the simulated
 //! ASK, which is not built in), and their MEASUREMENT equals `cvm-launch measure` for the same
-//! plan. Skips with a printed reason where /dev/kvm is missing.
+//! plan. The socket also serves TDX-format quotes carrying the image's MRTD (`measure --tee tdx`).
+//! Skips with a printed reason where /dev/kvm is missing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -140,7 +141,7 @@ fn the_psp_socket_serves_host_processes_the_same_measurement() {
         .unwrap();
     let start = Instant::now();
     let body = loop {
-        match request(&sock, &[0x42; 64]) {
+        match request(&sock, "snp", &[0x42; 64]) {
             Ok(b) => break b,
             Err(e) if start.elapsed() > Duration::from_secs(60) => {
                 child.kill().unwrap();
@@ -149,6 +150,7 @@ fn the_psp_socket_serves_host_processes_the_same_measurement() {
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     };
+    let tdx_body = request(&sock, "tdx", &[0x43; 64]).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     let resp: EvidenceResponse = cvm_keys::cbor::from_slice(&body).unwrap();
@@ -158,4 +160,36 @@ fn the_psp_socket_serves_host_processes_the_same_measurement() {
     assert_eq!(v["verdict"], "accept", "{v}");
     assert_eq!(v["claims"]["measurement"], measure_hex());
     assert_eq!(v["claims"]["report_data"], hex::encode([0x42; 64]));
+
+    // TDX format: a quote whose MRTD is the guest image's TDVF measurement.
+    let resp: EvidenceResponse = cvm_keys::cbor::from_slice(&tdx_body).unwrap();
+    assert!(resp.certs.is_empty());
+    let quote = tmp.path().join("quote.bin");
+    std::fs::write(&quote, &resp.evidence.0).unwrap();
+    let out = Command::new(cvm_attest())
+        .arg("verify")
+        .arg("--evidence")
+        .arg(&quote)
+        .arg("--trust-root")
+        .arg(sim.join("tdx/root.pem"))
+        .arg("--collateral")
+        .arg(sim.join("tdx/collateral"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["verdict"], "accept", "{v}");
+    assert_eq!(v["tee"], "tdx");
+    assert_eq!(v["claims"]["report_data"], hex::encode([0x43; 64]));
+    let out = Command::new(env!("CARGO_BIN_EXE_cvm-launch"))
+        .args(["measure", "--tee", "tdx", "--format", "hex", "--firmware"])
+        .arg(guest())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        v["claims"]["mrtd"],
+        String::from_utf8(out.stdout).unwrap().trim()
+    );
 }

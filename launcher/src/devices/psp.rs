@@ -40,6 +40,12 @@ pub trait ReportSigner: Send + Sync {
     fn snp_report(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, String>;
     /// The certificates a verifier needs (VCEK DER first).
     fn certs(&self) -> Vec<Vec<u8>>;
+    /// A TDX-format quote for `report_data` (the launch's MRTD), for host processes that ask the
+    /// simulated PSP socket for TDX evidence. A signer without a TDX plan refuses.
+    fn tdx_quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, String> {
+        let _ = report_data;
+        Err("this simulated PSP signs SNP reports only".into())
+    }
 }
 
 /// Counters of what the guest did wrong (never fatal).
