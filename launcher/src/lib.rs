@@ -9,6 +9,7 @@
 //! - [`probe`]: what the host supports (KVM, VM types, guest_memfd, SEV, TDX).
 //! - [`kvm`]: the only module with `unsafe`: KVM and SEV ioctls.
 //! - [`cvm`]: SNP and TDX launch ioctl sequences behind a trait (recorded in tests).
+//! - [`demo`]: `cvm-launch demo`, the whole simulated flow as processes of the four programs.
 //! - [`vmm`]: the `sim` backend: a plan on plain KVM, vCPU loop, exits.
 //! - [`devices`]: COM1 (8250) and the simulated PSP's I/O ports.
 //! - [`run`]: `cvm-launch run --tee sim` from inputs to a halted guest.
@@ -18,6 +19,7 @@
 //! - [`synthetic`]: OVMF-like images for tests and benchmarks.
 
 pub mod cvm;
+pub mod demo;
 pub mod devices;
 pub mod guid;
 pub mod inputs;
