@@ -108,7 +108,11 @@ impl Programs {
         }
         let start = Instant::now();
         let mut cargo = build_command(dir, &manifest);
-        let command = format!("{cargo:?}").replace('"', "");
+        let command = std::iter::once(cargo.get_program())
+            .chain(cargo.get_args())
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
         progress(&format!("building {what}: {command}"));
         let status = cargo.status().map_err(|e| ProgramsError::Build {
             command: command.clone(),
