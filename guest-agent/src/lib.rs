@@ -6,14 +6,21 @@
 //! - [`provider`]: the evidence providers behind one trait ([`provider::Provider`]) and `--tee` selection.
 //! - [`tsm`]: configfs-tsm (`/sys/kernel/config/tsm/report`) for SNP and TDX guests.
 //! - [`sevguest`]: SEV-SNP through `/dev/sev-guest` (the `sev` crate), when configfs-tsm is missing.
+//! - [`certtable`]: the SNP extended report's certificate table (host bytes, parsed bounded).
+//! - [`tdxguest`]: TDX quotes through `/dev/tdx_guest` (GetQuote), when configfs-tsm is missing.
+//! - [`tdxioctl`]: the `/dev/tdx_guest` ioctls, the crate's only `unsafe` code.
 //! - [`simsock`]: the launcher's simulated PSP socket (`--tee sim`).
 //! - [`unlock`]: the client flow (retries, timeouts, refusals explained) and the unlockers.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod certtable;
 pub mod config;
 pub mod provider;
 pub mod sevguest;
 pub mod simsock;
+pub mod tdxguest;
+#[allow(unsafe_code)]
+pub mod tdxioctl;
 pub mod tsm;
 pub mod unlock;
