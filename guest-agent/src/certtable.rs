@@ -144,18 +144,10 @@ pub enum CertTableError {
 /// Parses a raw certificate table. An empty input is an empty table (the host supplied none).
 pub fn parse(table: &[u8]) -> Result<Vec<HostCert>, CertTableError> {
     let mut out = Vec::new();
-    let mut entries = table.chunks_exact(ENTRY_LEN);
-    for index in 0.. {
-        let Some(entry) = entries.next() else {
-            return if table.is_empty() {
-                Ok(out)
-            } else {
-                Err(CertTableError::Unterminated { len: table.len() })
-            };
-        };
+    for (index, entry) in table.chunks_exact(ENTRY_LEN).enumerate() {
         let (guid, rest) = entry.split_at(16);
         let (offset, length) = rest.split_at(4);
-        let word = |b: &[u8]| b.try_into().map(u32::from_le_bytes).unwrap_or(0);
+        let word = |b: &[u8]| b.try_into().map_or(0, u32::from_le_bytes);
         let (offset, length) = (word(offset), word(length));
         let guid: [u8; 16] = guid.try_into().unwrap_or([0; 16]);
         if guid == [0; 16] && offset == 0 && length == 0 {
@@ -181,7 +173,11 @@ pub fn parse(table: &[u8]) -> Result<Vec<HostCert>, CertTableError> {
             der: der.to_vec(),
         });
     }
-    Ok(out)
+    if table.is_empty() {
+        Ok(out)
+    } else {
+        Err(CertTableError::Unterminated { len: table.len() })
+    }
 }
 
 /// Encodes a table (canonical GUID layout; the certificates follow the terminator in order). For fakes of

@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use cvm_agent::config::AgentConfig;
 use cvm_agent::provider::{self, Provider, ProviderOptions, TeeChoice};
+use cvm_agent::sevguest::MAX_VMPL;
 use cvm_agent::unlock::{self, AgentError, ServerOptions, Unlocker};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,7 +133,7 @@ struct UnlockArgs {
 
 /// `--vmpl`: an SNP guest has VMPLs 0 to 3.
 fn vmpl_range() -> clap::builder::RangedI64ValueParser<u8> {
-    clap::value_parser!(u8).range(0..=3)
+    clap::value_parser!(u8).range(0..=i64::from(MAX_VMPL))
 }
 
 fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, AgentError> {
@@ -243,9 +244,9 @@ impl UnlockArgs {
             }
         };
         let vmpl = match self.vmpl.or(c.vmpl) {
-            Some(v) if v > 3 => {
+            Some(v) if u32::from(v) > MAX_VMPL => {
                 return Err(AgentError::Usage(format!(
-                    "vmpl = {v} in --config: an SNP guest has VMPLs 0 to 3"
+                    "vmpl = {v} in --config: an SNP guest has VMPLs 0 to {MAX_VMPL}"
                 )));
             }
             v => v.unwrap_or(0),
