@@ -19,6 +19,7 @@ use cvm_attest::protocol::TeeKind;
 use cvm_attest::sim::dir::Layout;
 use cvm_attest::sim::{SnpRequest, TdxRequest};
 use cvm_attest::verify::{VerifyInputs, verify};
+use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -201,7 +202,8 @@ fn sev_guest_failures_say_what_to_do() {
 #[test]
 fn the_real_sev_guest_device_explains_its_absence() {
     if std::path::Path::new("/dev/sev-guest").exists() {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "skipped: /dev/sev-guest exists here (an SNP guest); this checks the message without it"
         );
         return;
@@ -373,7 +375,10 @@ fn tdx_selection_falls_back_to_the_device_and_auto_says_what_it_tried() {
         ..with_device
     };
     if std::path::Path::new("/dev/sev-guest").exists() {
-        eprintln!("skipped: the \"none found\" message, /dev/sev-guest exists here");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: the \"none found\" message, /dev/sev-guest exists here"
+        );
         return;
     }
     let e = provider::select(&none).err().unwrap().to_string();

@@ -8,6 +8,7 @@
 mod common;
 
 use common::{Fixture, PspSocket, Service, agent, stderr};
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -104,7 +105,7 @@ fn agent_unlocks_a_real_luks2_image_with_the_released_key() {
     let real = match cryptsetup() {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("skipped: {why}");
+            let _ = writeln!(std::io::stderr(), "skipped: {why}");
             return;
         }
     };
@@ -167,7 +168,10 @@ fn agent_unlocks_a_real_luks2_image_with_the_released_key() {
 
     // The real open, which maps the device: only where device-mapper exists.
     if let Err(why) = device_mapper() {
-        eprintln!("skipped: the mapping `cryptsetup open` (with --name): {why}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: the mapping `cryptsetup open` (with --name): {why}"
+        );
         return;
     }
     let name = format!("cvm-agent-test-{}", std::process::id());

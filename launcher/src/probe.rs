@@ -180,6 +180,7 @@ impl ProbeReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
 
     #[test]
     fn probe_answers_on_any_host() {
@@ -188,7 +189,11 @@ mod tests {
             assert_eq!(r.kvm_api_version, Some(12));
             assert!(r.vm_types.contains(&"default"));
         } else {
-            println!("skipped: /dev/kvm is not usable here: {:?}", r.kvm_error);
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: /dev/kvm is not usable here: {:?}",
+                r.kvm_error
+            );
             assert!(r.kvm_error.is_some());
         }
         let text = r.to_text();

@@ -17,6 +17,7 @@ use std::process::Command;
 use cvm_launch::inputs::SnpInputs;
 use cvm_launch::measure::snp_digest;
 use cvm_launch::synthetic::TestImage;
+use std::io::Write as _;
 
 const VCPUS: [u32; 4] = [1, 2, 4, 64];
 const CPUS: [&str; 3] = ["EPYC-v4", "EPYC-Milan", "EPYC-Genoa"];
@@ -184,7 +185,8 @@ fn run_cases(tool: &[String], cases: &[Case]) -> Tally {
 #[test]
 fn snp_digest_equals_sev_snp_measure_over_the_matrix() {
     let Some(tool) = tool() else {
-        println!(
+        let _ = writeln!(
+            std::io::stderr(),
             "skipped: sev-snp-measure not found (pip install sev-snp-measure, or set SEV_SNP_MEASURE)"
         );
         return;

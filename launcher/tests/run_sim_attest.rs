@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cvm_launch::sim_socket::{EvidenceResponse, request};
+use std::io::Write as _;
 
 const REPORT_DATA: &[u8; 64] = b"cvm-launch sim guest: fixed REPORT_DATA for the launcher's test.";
 
@@ -87,7 +88,10 @@ fn sim_dir(tmp: &Path) -> PathBuf {
 #[test]
 fn the_guest_report_verifies_and_carries_the_offline_measurement() {
     if !kvm_usable() {
-        println!("skipped: /dev/kvm is missing or not accessible; `run --tee sim` needs KVM");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: /dev/kvm is missing or not accessible; `run --tee sim` needs KVM"
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -121,7 +125,10 @@ fn the_guest_report_verifies_and_carries_the_offline_measurement() {
 #[test]
 fn the_psp_socket_serves_host_processes_the_same_measurement() {
     if !kvm_usable() {
-        println!("skipped: /dev/kvm is missing or not accessible; `run --tee sim` needs KVM");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: /dev/kvm is missing or not accessible; `run --tee sim` needs KVM"
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -53,7 +53,10 @@ fn kvm_usable() -> bool {
 #[test]
 fn guest_prints_the_report_the_psp_signed_with_the_plan_digest() {
     if !kvm_usable() {
-        println!("skipped: /dev/kvm is missing or not accessible; the sim guest needs KVM");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: /dev/kvm is missing or not accessible; the sim guest needs KVM"
+        );
         return;
     }
     let plan = LaunchPlan::snp(SnpPlanConfig {
@@ -91,7 +94,10 @@ fn guest_prints_the_report_the_psp_signed_with_the_plan_digest() {
 #[test]
 fn a_guest_spinning_without_exits_is_stopped_at_the_timeout() {
     if !kvm_usable() {
-        println!("skipped: /dev/kvm is missing or not accessible; the sim guest needs KVM");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: /dev/kvm is missing or not accessible; the sim guest needs KVM"
+        );
         return;
     }
     // `jmp $` at the reset vector: no exit ever.

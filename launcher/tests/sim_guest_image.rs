@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -16,7 +17,10 @@ fn have(tool: &str) -> bool {
 #[test]
 fn checked_in_guest_binary_rebuilds_identically() {
     if !have("as") || !have("ld") {
-        println!("skipped: GNU as/ld not installed (apt-get install binutils)");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: GNU as/ld not installed (apt-get install binutils)"
+        );
         return;
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest");

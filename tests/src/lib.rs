@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use cvm_launch::demo::programs::Programs;
 use cvm_launch::demo::stack::{Stack, StackError};
 use cvm_launch::demo::{DEMO_SEED, kvm_available};
+use std::io::Write as _;
 
 /// The programs of this build (`target/debug` for `cargo test`), brought up to date with cargo
 /// once per test process (`cargo test -p cvm-tests` alone does not rebuild the other packages).
@@ -38,7 +39,8 @@ pub fn guests_run_in_vms(test: &str) -> bool {
     match kvm_available() {
         Ok(()) => true,
         Err(why) => {
-            println!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "{test}: no KVM ({why}): guests are served by the simulated PSP without a VM (no guest code runs)"
             );
             false
