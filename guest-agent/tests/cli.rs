@@ -79,10 +79,10 @@ fn mode(p: &str) -> u32 {
 }
 
 #[test]
-fn unlocks_a_multi_megabyte_sealed_file_to_a_path_and_to_stdout() {
+fn unlocks_a_50_mib_sealed_file_to_a_path_and_to_stdout() {
     let e = env(common::MEASUREMENT);
     let key = Key256::generate().unwrap();
-    let plain = data(5 * 1024 * 1024 + 123);
+    let plain = data(50 * 1024 * 1024 + 123);
     let sealed = e.path("data.sealed");
     seal_to_path(
         &key,
