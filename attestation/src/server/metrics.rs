@@ -1,5 +1,6 @@
 //! Prometheus text metrics: requests by endpoint and status, attestation verdicts by reason, latency
-//! histograms by endpoint, and the process's CPU time (so a load generator can divide server CPU by work).
+//! histograms by endpoint, the audit writer's batches and fsync time, and the process's CPU time (so a load
+//! generator can divide server CPU by work).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -120,6 +121,35 @@ impl Metrics {
     }
 }
 
+/// The audit writer's counters in Prometheus text: batches (one fsync each), records, and seconds spent
+/// writing and fsyncing.
+pub fn render_audit(c: crate::store::audit::CommitCounts) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP cvm_attest_audit_batches_total Audit batches written, one fsync each."
+    );
+    let _ = writeln!(out, "# TYPE cvm_attest_audit_batches_total counter");
+    let _ = writeln!(out, "cvm_attest_audit_batches_total {}", c.batches);
+    let _ = writeln!(
+        out,
+        "# HELP cvm_attest_audit_records_total Audit records written."
+    );
+    let _ = writeln!(out, "# TYPE cvm_attest_audit_records_total counter");
+    let _ = writeln!(out, "cvm_attest_audit_records_total {}", c.records);
+    let _ = writeln!(
+        out,
+        "# HELP cvm_attest_audit_sync_seconds_total Seconds spent writing and fsyncing audit batches."
+    );
+    let _ = writeln!(out, "# TYPE cvm_attest_audit_sync_seconds_total counter");
+    let _ = writeln!(
+        out,
+        "cvm_attest_audit_sync_seconds_total {}",
+        c.sync_seconds
+    );
+    out
+}
+
 /// Linux's USER_HZ as exposed in /proc (fixed at 100 on every architecture's userspace ABI).
 const USER_HZ: f64 = 100.0;
 
@@ -176,5 +206,20 @@ mod tests {
             Some(1.0)
         );
         assert!(sample(&text, "process_cpu_seconds_total").is_some());
+    }
+
+    #[test]
+    fn renders_the_audit_writer_counters() {
+        let text = render_audit(crate::store::audit::CommitCounts {
+            batches: 2,
+            records: 5,
+            sync_seconds: 0.25,
+        });
+        assert_eq!(sample(&text, "cvm_attest_audit_batches_total"), Some(2.0));
+        assert_eq!(sample(&text, "cvm_attest_audit_records_total"), Some(5.0));
+        assert_eq!(
+            sample(&text, "cvm_attest_audit_sync_seconds_total"),
+            Some(0.25)
+        );
     }
 }

@@ -197,14 +197,18 @@ impl Service {
                 "healthz",
                 build(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             ),
-            (Method::GET, p::PATH_METRICS) => (
-                "metrics",
-                build(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    self.metrics.render().into_bytes(),
-                ),
-            ),
+            (Method::GET, p::PATH_METRICS) => {
+                let mut text = self.metrics.render();
+                text.push_str(&super::metrics::render_audit(self.audit.commit_counts()));
+                (
+                    "metrics",
+                    build(
+                        StatusCode::OK,
+                        "text/plain; version=0.0.4",
+                        text.into_bytes(),
+                    ),
+                )
+            }
             (
                 _,
                 p::PATH_CHALLENGE

@@ -6,7 +6,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// One audit record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,8 +35,9 @@ pub struct AuditRecord {
 /// A record waiting for the writer, and who to tell when it is durable.
 type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<io::Result<()>>);
 
-/// How long the writer waits for more records before writing and fsyncing a batch: a little latency for
-/// far fewer fsyncs under load.
+/// How long the writer lets records gather after the first one of a batch before writing and fsyncing
+/// them all: a little latency for far fewer fsyncs under load (an fsync costs about 125 µs of CPU and
+/// 0.1–5 ms on the bench box's virtual disk, whatever the batch size).
 const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// Most records written with one fsync.
@@ -47,6 +49,26 @@ const MAX_BATCH: usize = 4096;
 pub struct AuditLog {
     path: PathBuf,
     tx: Mutex<std::sync::mpsc::Sender<Pending>>,
+    stats: Arc<Stats>,
+}
+
+/// What the writer has done, updated after every batch.
+#[derive(Debug, Default)]
+struct Stats {
+    batches: AtomicU64,
+    records: AtomicU64,
+    sync_nanos: AtomicU64,
+}
+
+/// What the audit writer has done since the log was opened (for the metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CommitCounts {
+    /// Batches written and fsynced.
+    pub batches: u64,
+    /// Records in those batches.
+    pub records: u64,
+    /// Seconds spent writing and fsyncing them.
+    pub sync_seconds: f64,
 }
 
 impl AuditLog {
@@ -60,13 +82,25 @@ impl AuditLog {
             .open(&path)?;
         super::atomic::sync_dir(state_dir)?;
         let (tx, rx) = std::sync::mpsc::channel::<Pending>();
+        let stats = Arc::new(Stats::default());
+        let writer_stats = stats.clone();
         std::thread::Builder::new()
             .name("cvm-audit".into())
-            .spawn(move || writer(file, rx))?;
+            .spawn(move || writer(file, rx, &writer_stats))?;
         Ok(AuditLog {
             path,
             tx: Mutex::new(tx),
+            stats,
         })
+    }
+
+    /// Batches, records and fsync time so far.
+    pub fn commit_counts(&self) -> CommitCounts {
+        CommitCounts {
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            records: self.stats.records.load(Ordering::Relaxed),
+            sync_seconds: self.stats.sync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
     }
 
     /// Append one record; returns once it is on disk (fsynced).
@@ -100,14 +134,17 @@ impl AuditLog {
 }
 
 /// The writer thread: batch, append, fsync, acknowledge. Ends when every sender is gone.
-fn writer(mut file: File, rx: std::sync::mpsc::Receiver<Pending>) {
+///
+/// After the first record of a batch it sleeps through the commit window instead of waiting on the channel:
+/// records sent meanwhile queue up without waking it (a sleeping receiver costs a sender no system call), so
+/// a batch costs one wake-up, one write and one fsync however many records it holds. No record is
+/// acknowledged before the fsync that covers it has returned.
+fn writer(mut file: File, rx: std::sync::mpsc::Receiver<Pending>, stats: &Stats) {
     while let Ok(first) = rx.recv() {
+        std::thread::sleep(COMMIT_WINDOW);
         let mut batch = vec![first];
-        // Group commit: gather what arrives within a short window, then one write and one fsync for all.
-        let deadline = std::time::Instant::now() + COMMIT_WINDOW;
         while batch.len() < MAX_BATCH {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
+            match rx.try_recv() {
                 Ok(p) => batch.push(p),
                 Err(_) => break,
             }
@@ -116,7 +153,14 @@ fn writer(mut file: File, rx: std::sync::mpsc::Receiver<Pending>) {
         for (line, _) in &batch {
             buf.extend_from_slice(line);
         }
+        let start = std::time::Instant::now();
         let result = file.write_all(&buf).and_then(|()| file.sync_data());
+        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .records
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
         for (_, done) in batch {
             let r = match &result {
                 Ok(()) => Ok(()),
