@@ -1,4 +1,5 @@
-//! COM1, an 8250 UART (vm-superio) whose output goes to a writer; no interrupts are wired.
+//! COM1, an 8250 UART (vm-superio) whose output goes to a writer; its interrupt goes nowhere
+//! (guests that poll) or to an eventfd wired to IRQ 4 of the in-kernel irqchip.
 
 use std::io::Write;
 
@@ -22,21 +23,42 @@ impl Trigger for NoIrq {
     }
 }
 
+/// An interrupt line that signals an eventfd (registered with `KVM_IRQFD`).
+#[derive(Debug)]
+pub struct EventFdIrq(pub vmm_sys_util::eventfd::EventFd);
+
+impl Trigger for EventFdIrq {
+    type E = std::io::Error;
+    fn trigger(&self) -> Result<(), Self::E> {
+        self.0.write(1)
+    }
+}
+
+/// The IRQ line of COM1 on a PC.
+pub const COM1_IRQ: u32 = 4;
+
 /// The serial port device.
-pub struct SerialPort<W: Write> {
-    uart: Serial<NoIrq, vm_superio::serial::NoEvents, W>,
+pub struct SerialPort<W: Write, T: Trigger = NoIrq> {
+    uart: Serial<T, vm_superio::serial::NoEvents, W>,
 }
 
 impl<W: Write> SerialPort<W> {
-    /// A UART writing what the guest transmits to `out`.
+    /// A UART writing what the guest transmits to `out`, without an interrupt.
     pub fn new(out: W) -> Self {
+        Self::with_irq(out, NoIrq)
+    }
+}
+
+impl<W: Write, T: Trigger> SerialPort<W, T> {
+    /// A UART writing to `out` and raising `irq`.
+    pub fn with_irq(out: W, irq: T) -> Self {
         Self {
-            uart: Serial::new(NoIrq, out),
+            uart: Serial::new(irq, out),
         }
     }
 }
 
-impl<W: Write> PioDevice for SerialPort<W> {
+impl<W: Write, T: Trigger> PioDevice for SerialPort<W, T> {
     fn read(&mut self, offset: u16, data: &mut [u8]) {
         if let (Some(b), Ok(off)) = (data.first_mut(), u8::try_from(offset)) {
             *b = self.uart.read(off);
