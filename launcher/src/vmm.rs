@@ -17,7 +17,9 @@ use crate::devices::PioBus;
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::psp::{PSP_BASE, PSP_LEN, PspDevice, ReportSigner};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, EventFdIrq, SerialPort};
-use crate::kvm::vm::{GuestRam, Vm, VmError, set_long_mode_state, set_reset_state};
+use crate::kvm::vm::{
+    GuestRam, InternalError, Vm, VmError, internal_error, set_long_mode_state, set_reset_state,
+};
 use crate::kvm::watchdog::Watchdog;
 use crate::plan::{BootEntry, LaunchPlan, LaunchUpdate};
 use crate::snp::vmsa;
@@ -56,7 +58,7 @@ pub enum RunError {
     Unsupported(String),
     /// A plan update lies outside the guest RAM.
     #[error(
-        "the plan places {len:#x} bytes at GPA {gpa:#x}, outside guest RAM (low RAM is {low:#x} bytes; raise --memory-mib)"
+        "the plan places {len:#x} bytes at GPA {gpa:#x}, outside guest RAM (low RAM is {low:#x} bytes; raise --memory)"
     )]
     OutsideRam {
         /// GPA.
@@ -77,11 +79,14 @@ pub enum RunError {
     FailEntry(u64),
     /// KVM reported an internal error (for example an instruction it cannot emulate).
     #[error(
-        "KVM internal error while running the guest (unemulated instruction?) after {exits} exits"
+        "KVM could not run the guest: internal error, suberror {} (1: an instruction KVM cannot emulate, seen under nested or emulated KVM: try a host with hardware virtualization; 3: an exception during event delivery) at guest RIP {:#x} after {exits} exits, data {:x?}",
+        detail.suberror, detail.rip, detail.data
     )]
     InternalError {
         /// Exits so far.
         exits: u64,
+        /// What KVM reported.
+        detail: InternalError,
     },
     /// The guest did not halt in time.
     #[error("the guest did not halt within {exits} exits / {secs} s")]
@@ -314,7 +319,10 @@ fn run_loop(
             VcpuExit::Hlt => return Ok((GuestStop::Halted, exits, faults)),
             VcpuExit::Shutdown => return Ok((GuestStop::TripleFault, exits, faults)),
             VcpuExit::FailEntry(reason, _) => return Err(RunError::FailEntry(reason)),
-            VcpuExit::InternalError => return Err(RunError::InternalError { exits }),
+            VcpuExit::InternalError => {
+                let detail = internal_error(vcpu);
+                return Err(RunError::InternalError { exits, detail });
+            }
             VcpuExit::Intr => {}
             _ => faults.unexpected_exits += 1,
         }

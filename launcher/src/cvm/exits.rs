@@ -93,7 +93,11 @@ pub fn convert(
     size: u64,
     private: bool,
 ) -> Result<(), OpsError> {
-    if size == 0 || !gpa.is_multiple_of(4096) || !size.is_multiple_of(4096) || gpa.checked_add(size).is_none() {
+    if size == 0
+        || !gpa.is_multiple_of(4096)
+        || !size.is_multiple_of(4096)
+        || gpa.checked_add(size).is_none()
+    {
         return Err(OpsError::BadRange { gpa, size });
     }
     ops.set_memory_attributes(&attributes_bytes(gpa, size, private))
@@ -133,7 +137,9 @@ pub fn memory_fault(
 /// Buffer (GHCI §3.3, "Format of shared GPA"): `u64 version = 1`, `u64 status`,
 /// `u32 in_len`, `u32 out_len`, then `in_len` bytes of TDREPORT in / `out_len` bytes of quote out.
 pub fn get_quote(ops: &mut dyn MemoryOps, service: &dyn QuoteService, gpa: u64, size: u64) -> u64 {
-    if !gpa.is_multiple_of(4096) || !(GET_QUOTE_HEADER_LEN as u64..=MAX_GET_QUOTE_BUFFER).contains(&size) {
+    if !gpa.is_multiple_of(4096)
+        || !(GET_QUOTE_HEADER_LEN as u64..=MAX_GET_QUOTE_BUFFER).contains(&size)
+    {
         return TDVMCALL_STATUS_INVALID_OPERAND;
     }
     let mut buf = vec![0u8; size as usize];

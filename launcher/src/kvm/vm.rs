@@ -344,3 +344,35 @@ pub fn set_long_mode_state(vcpu: &VcpuFd, e: &LongModeEntry) -> Result<(), VmErr
         source,
     })
 }
+
+/// What KVM said about a `KVM_EXIT_INTERNAL_ERROR` (API documentation, `kvm_run.internal`):
+/// the sub-error (1 emulation failure, 2 simultaneous exceptions, 3 exception during event
+/// delivery), up to 16 words of data, and the guest's RIP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InternalError {
+    /// `suberror`.
+    pub suberror: u32,
+    /// `data[..ndata]`.
+    pub data: Vec<u64>,
+    /// RIP at the exit (0 when the registers could not be read).
+    pub rip: u64,
+}
+
+/// Reads `kvm_run.internal` of `vcpu`; call only right after `KVM_RUN` returned
+/// `KVM_EXIT_INTERNAL_ERROR`.
+pub fn internal_error(vcpu: &mut VcpuFd) -> InternalError {
+    let rip = vcpu.get_regs().map_or(0, |r| r.rip);
+    let run = vcpu.get_kvm_run();
+    // SAFETY: after KVM_EXIT_INTERNAL_ERROR the kernel filled the `internal` member of the exit
+    // union (KVM API documentation, "KVM_EXIT_INTERNAL_ERROR"); every bit pattern is a valid
+    // value of its plain integer fields.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let n = usize::try_from(internal.ndata)
+        .unwrap_or(0)
+        .min(internal.data.len());
+    InternalError {
+        suberror: internal.suberror,
+        data: internal.data.iter().take(n).copied().collect(),
+        rip,
+    }
+}
