@@ -90,7 +90,8 @@ enum Command {
     /// Launch a guest. `--tee sim`: plain KVM with a simulated PSP that signs SNP reports with the
     /// SNP digest of the plan that was loaded (the guest reaches it on I/O ports 0x510-0x512, host
     /// processes on --sim-socket); one vCPU; firmware from its reset vector, or a Linux bzImage
-    /// booted directly (--kernel/--initrd/--append); COM1 (8250) on stdout, a summary on stderr.
+    /// booted directly (--kernel/--initrd/--append); COM1 (8250) on stdout (and stdin with
+    /// --kernel), a summary on stderr.
     /// `--tee snp|tdx`: checks this host's KVM first and stops with exit 2 when it lacks the VM
     /// type. Exit 0 when the guest halts, reboots or shuts down; 1 when the VM fails; 2 for
     /// unusable arguments or hosts.

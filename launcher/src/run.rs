@@ -311,6 +311,7 @@ pub fn run(args: &SimRunArgs) -> Result<(RunOutcome, [u8; 48]), RunCliError> {
             Some(_) => SimRunConfig::default().max_exits,
             None => u64::MAX,
         },
+        stdin_console: matches!(args.boot, SimBoot::Linux(_)),
     };
     let outcome = run_sim(&plan, signer, std::io::stdout(), &cfg)?;
     if args.linger && socket.is_some() {

@@ -34,6 +34,8 @@ pub struct SimRunConfig {
     /// Stop when the guest has run this long (a watchdog signal interrupts a guest spinning
     /// without exits).
     pub timeout: Duration,
+    /// Feed the host's stdin to COM1's receive side (a direct Linux boot from the command line).
+    pub stdin_console: bool,
 }
 
 impl Default for SimRunConfig {
@@ -42,6 +44,7 @@ impl Default for SimRunConfig {
             low_ram_bytes: 16 << 20,
             max_exits: 10_000_000,
             timeout: Duration::from_secs(120),
+            stdin_console: false,
         }
     }
 }
@@ -225,6 +228,9 @@ pub fn run_sim<W: Write + Send + 'static>(
             vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).map_err(RunError::EventFd)?;
         vm.register_irqfd(&irq, COM1_IRQ)?;
         let serial = SerialPort::with_irq(console, EventFdIrq(irq));
+        if cfg.stdin_console {
+            serial.input().pump(std::io::stdin());
+        }
         bus.insert(COM1_BASE, COM1_LEN, Box::new(serial));
     } else {
         bus.insert(COM1_BASE, COM1_LEN, Box::new(SerialPort::new(console)));

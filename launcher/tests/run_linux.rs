@@ -53,6 +53,7 @@ fn linux_prints_its_banner_on_the_serial_console() {
         .arg(&kernel)
         .args(["--memory", "512", "--sim-dir"])
         .arg(&sim)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(initrd) = std::env::var_os("CVM_TEST_INITRD") {

@@ -8,11 +8,13 @@
 //! - [`snp`]: KVM_SEV_INIT2 → SNP_LAUNCH_START → SNP_LAUNCH_UPDATE… → SNP_LAUNCH_FINISH.
 //! - [`tdx`]: KVM_TDX_INIT_VM → INIT_VCPU… → INIT_MEM_REGION… → FINALIZE_VM.
 //! - [`exits`]: runtime exits (MAP_GPA_RANGE, memory faults, TDX GetQuote) over [`exits::MemoryOps`].
+//! - [`quote`]: GetQuote answered by the simulated PSP socket.
 //!
 //! Not here yet: the implementation of [`CvmOps`] and [`exits::MemoryOps`] on real KVM file
 //! descriptors (it needs an SNP or TDX host to be tested); `cvm-launch run --tee snp|tdx` says so.
 
 pub mod exits;
+pub mod quote;
 pub mod snp;
 pub mod tdx;
 
