@@ -41,12 +41,13 @@ pub enum RunTee {
 
 /// The arguments of `cvm-launch run`.
 #[derive(Clone, Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("boot").required(true).args(["firmware", "kernel"])))]
 pub struct RunArgs {
     /// Which TEE.
     #[arg(long, value_enum)]
     pub tee: RunTee,
     /// Firmware image (for the repository's test guest: launcher/guest/sim-guest.bin).
-    #[arg(long, required_unless_present = "kernel", conflicts_with = "kernel")]
+    #[arg(long)]
     pub firmware: Option<PathBuf>,
     /// Linux bzImage for a direct boot without firmware (boot protocol 2.06+, 64-bit entry).
     #[arg(long)]
@@ -139,9 +140,9 @@ pub fn command(args: RunArgs) -> ExitCode {
 /// Why `run --tee snp|tdx` does not start on this host, from the probe: the first missing
 /// piece, with what to do instead.
 pub fn hardware_refusal(tee: RunTee, probe: &ProbeReport) -> String {
-    let (name, vm_type, present) = match tee {
-        RunTee::Snp => ("SNP", "KVM_X86_SNP_VM=4", probe.snp_vm),
-        RunTee::Tdx => ("TDX", "KVM_X86_TDX_VM=5", probe.tdx_vm),
+    let (name, a_name, vm_type, present) = match tee {
+        RunTee::Snp => ("SNP", "an SNP", "KVM_X86_SNP_VM=4", probe.snp_vm),
+        RunTee::Tdx => ("TDX", "a TDX", "KVM_X86_TDX_VM=5", probe.tdx_vm),
         RunTee::Sim => return String::new(),
     };
     let flag = name.to_ascii_lowercase();
@@ -150,7 +151,7 @@ pub fn hardware_refusal(tee: RunTee, probe: &ProbeReport) -> String {
     }
     if !present {
         return format!(
-            "this host's KVM offers no {name} VMs (KVM_CAP_VM_TYPES {} lacks {vm_type}); nothing was started: use --tee sim, or run on an {name} host: see README, \"Running on real SEV-SNP / TDX hardware\" (`cvm-launch probe` shows what this host has)",
+            "this host's KVM offers no {name} VMs (KVM_CAP_VM_TYPES {} lacks {vm_type}); nothing was started: use --tee sim, or run on {a_name} host: see README, \"Running on real SEV-SNP / TDX hardware\" (`cvm-launch probe` shows what this host has)",
             probe.vm_types_mask.as_deref().unwrap_or("unknown"),
         );
     }
