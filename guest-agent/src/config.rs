@@ -1,6 +1,6 @@
 //! `--config FILE`: the `unlock`/`run` options in TOML, under the long option names with `_` for `-`
-//! (`server`, `ca`, `resource`, `tee`, `sim_socket`, `tsm_root`, `sealed`, `out`, `secret_out`, `luks`,
-//! `name`, `luks_check`, `cryptsetup`, `attempts`, `backoff_ms`, `timeout_secs`, `omit_certs`).
+//! (`server`, `ca`, `resource`, `tee`, `vmpl`, `sim_socket`, `tsm_root`, `sealed`, `out`, `secret_out`,
+//! `luks`, `name`, `luks_check`, `cryptsetup`, `attempts`, `backoff_ms`, `timeout_secs`, `omit_certs`).
 //! Options given on the command line win over the file. Relative paths are taken as they are (relative to
 //! the working directory), as on the command line.
 
@@ -19,6 +19,8 @@ pub struct AgentConfig {
     pub resource: Option<String>,
     /// `--tee` (`auto`, `snp`, `tdx`, `sim`).
     pub tee: Option<String>,
+    /// `--vmpl`.
+    pub vmpl: Option<u8>,
     /// `--sim-socket`.
     pub sim_socket: Option<PathBuf>,
     /// `--tsm-root`.
@@ -96,13 +98,14 @@ mod tests {
     #[test]
     fn parses_known_keys_and_refuses_unknown_ones() {
         let c = AgentConfig::parse(
-            "server = \"https://a:1\"\nresource = \"db\"\nattempts = 3\nomit_certs = true\n",
+            "server = \"https://a:1\"\nresource = \"db\"\nattempts = 3\nomit_certs = true\nvmpl = 2\n",
             Path::new("x"),
         )
         .unwrap();
         assert_eq!(c.server.as_deref(), Some("https://a:1"));
         assert_eq!(c.attempts, Some(3));
         assert_eq!(c.omit_certs, Some(true));
+        assert_eq!(c.vmpl, Some(2));
         let e = AgentConfig::parse("sever = \"x\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("sever"), "{e}");
     }

@@ -6,14 +6,27 @@
 //! - [`provider`]: the evidence providers behind one trait ([`provider::Provider`]) and `--tee` selection.
 //! - [`tsm`]: configfs-tsm (`/sys/kernel/config/tsm/report`) for SNP and TDX guests.
 //! - [`sevguest`]: SEV-SNP through `/dev/sev-guest` (the `sev` crate), when configfs-tsm is missing.
+//! - [`certtable`]: the SNP extended report's certificate table (host bytes, parsed bounded).
+//! - [`tdxguest`]: TDX quotes through `/dev/tdx_guest` (GetQuote), when configfs-tsm is missing.
+//! - [`tdxioctl`]: the `/dev/tdx_guest` ioctls, the crate's only `unsafe` code.
 //! - [`simsock`]: the launcher's simulated PSP socket (`--tee sim`).
 //! - [`unlock`]: the client flow (retries, timeouts, refusals explained) and the unlockers.
+//!
+//! Footprint, measured 2026-11-22 on the 2-core CI box (Rust 1.95, x86_64, other builds running):
+//! `cargo build --release` binary 48.0 MB (47,994,832 bytes, with the profile's line tables), 4.3 MB
+//! stripped (4,337,728 bytes). Start-up to the first network request (`unlock --tee sim`, spawn to the TCP
+//! connect; `tests/startup.rs`, 20 runs a round, 3 rounds): median 3.5–3.6 ms, p90 5.4–6.6 ms; the
+//! stripped binary 1.2–2.2 ms median.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod certtable;
 pub mod config;
 pub mod provider;
 pub mod sevguest;
 pub mod simsock;
+pub mod tdxguest;
+#[allow(unsafe_code)]
+pub mod tdxioctl;
 pub mod tsm;
 pub mod unlock;

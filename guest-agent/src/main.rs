@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use cvm_agent::config::AgentConfig;
 use cvm_agent::provider::{self, Provider, ProviderOptions, TeeChoice};
+use cvm_agent::sevguest::MAX_VMPL;
 use cvm_agent::unlock::{self, AgentError, ServerOptions, Unlocker};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,10 +51,14 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct TeeArgs {
-    /// Evidence provider: auto probes SNP (configfs-tsm), TDX (configfs-tsm), then sim (--sim-socket);
-    /// sim-tdx asks the simulated PSP for a TDX-format quote instead of an SNP report.
+    /// Evidence provider. auto probes, in order: SNP (configfs-tsm, else /dev/sev-guest), TDX (configfs-tsm,
+    /// else /dev/tdx_guest where the kernel offers quotes there), then sim (--sim-socket); snp and tdx use
+    /// the same fallbacks; sim-tdx asks the simulated PSP for a TDX-format quote instead of an SNP report.
     #[arg(long, value_name = "auto|snp|tdx|sim|sim-tdx", default_value = "auto")]
     tee: TeeChoice,
+    /// The SNP VMPL to request the report at (configfs-tsm privlevel, /dev/sev-guest).
+    #[arg(long, value_name = "0-3", default_value_t = 0, value_parser = vmpl_range())]
+    vmpl: u8,
     /// The launcher's simulated PSP socket (for --tee sim).
     #[arg(long, value_name = "PATH")]
     sim_socket: Option<PathBuf>,
@@ -76,10 +81,14 @@ struct UnlockArgs {
     /// The secret's name on the service (required).
     #[arg(long, value_name = "NAME")]
     resource: Option<String>,
-    /// Evidence provider [default: auto]: auto probes SNP (configfs-tsm), TDX (configfs-tsm), then sim;
-    /// sim-tdx asks the simulated PSP for a TDX-format quote instead of an SNP report.
+    /// Evidence provider [default: auto]. auto probes, in order: SNP (configfs-tsm, else /dev/sev-guest),
+    /// TDX (configfs-tsm, else /dev/tdx_guest where the kernel offers quotes there), then sim; snp and tdx
+    /// use the same fallbacks; sim-tdx asks the simulated PSP for a TDX-format quote instead of an SNP report.
     #[arg(long, value_name = "auto|snp|tdx|sim|sim-tdx")]
     tee: Option<TeeChoice>,
+    /// The SNP VMPL to request the report at (configfs-tsm privlevel, /dev/sev-guest) [default: 0].
+    #[arg(long, value_name = "0-3", value_parser = vmpl_range())]
+    vmpl: Option<u8>,
     /// The launcher's simulated PSP socket (for --tee sim).
     #[arg(long, value_name = "PATH")]
     sim_socket: Option<PathBuf>,
@@ -122,24 +131,14 @@ struct UnlockArgs {
     omit_certs: bool,
 }
 
-impl TeeArgs {
-    fn provider(&self) -> Result<Box<dyn Provider>, AgentError> {
-        select(self.tee, self.sim_socket.clone(), self.tsm_root.clone())
-    }
+/// `--vmpl`: an SNP guest has VMPLs 0 to 3.
+fn vmpl_range() -> clap::builder::RangedI64ValueParser<u8> {
+    clap::value_parser!(u8).range(0..=i64::from(MAX_VMPL))
 }
 
-fn select(
-    tee: TeeChoice,
-    sim_socket: Option<PathBuf>,
-    tsm_root: PathBuf,
-) -> Result<Box<dyn Provider>, AgentError> {
-    provider::select(&ProviderOptions {
-        tee,
-        sim_socket,
-        tsm_root: Some(tsm_root),
-    })
-    .map_err(|e| AgentError::Evidence {
-        provider: format!("--tee {tee:?}").to_lowercase(),
+fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, AgentError> {
+    provider::select(opts).map_err(|e| AgentError::Evidence {
+        provider: format!("--tee {:?}", opts.tee).to_lowercase(),
         message: e.to_string(),
     })
 }
@@ -147,9 +146,7 @@ fn select(
 /// The unlock options after merging --config.
 struct Resolved {
     server: ServerOptions,
-    tee: TeeChoice,
-    sim_socket: Option<PathBuf>,
-    tsm_root: PathBuf,
+    provider: ProviderOptions,
     unlocker: Unlocker,
 }
 
@@ -246,15 +243,25 @@ impl UnlockArgs {
                 Unlocker::Nothing
             }
         };
-        Ok(Resolved {
-            server: o,
+        let vmpl = match self.vmpl.or(c.vmpl) {
+            Some(v) if u32::from(v) > MAX_VMPL => {
+                return Err(AgentError::Usage(format!(
+                    "vmpl = {v} in --config: an SNP guest has VMPLs 0 to {MAX_VMPL}"
+                )));
+            }
+            v => v.unwrap_or(0),
+        };
+        let provider = ProviderOptions {
             tee,
             sim_socket: self.sim_socket.clone().or(c.sim_socket),
-            tsm_root: self
-                .tsm_root
-                .clone()
-                .or(c.tsm_root)
-                .unwrap_or_else(|| PathBuf::from(provider::DEFAULT_TSM_ROOT)),
+            tsm_root: self.tsm_root.clone().or(c.tsm_root),
+            tdx_guest: None,
+            vmpl,
+            omit_certs: !o.send_certs,
+        };
+        Ok(Resolved {
+            server: o,
+            provider,
             unlocker,
         })
     }
@@ -273,7 +280,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
 fn do_unlock(args: &UnlockArgs) -> Result<(), AgentError> {
     let r = args.resolve()?;
     r.unlocker.preflight()?;
-    let provider = select(r.tee, r.sim_socket.clone(), r.tsm_root.clone())?;
+    let provider = select(&r.provider)?;
     eprintln!(
         "cvm-agent: evidence from {}; attesting to {} for {:?}",
         provider.describe(),
@@ -316,7 +323,15 @@ fn do_evidence(
     }
     let mut rd = [0u8; 64];
     rd[..raw.len()].copy_from_slice(&raw);
-    let provider = tee.provider()?;
+    let provider = select(&ProviderOptions {
+        tee: tee.tee,
+        sim_socket: tee.sim_socket.clone(),
+        tsm_root: Some(tee.tsm_root.clone()),
+        tdx_guest: None,
+        vmpl: tee.vmpl,
+        // The certificates are needed only when asked for.
+        omit_certs: certs_out.is_none(),
+    })?;
     let ev = provider.evidence(&rd).map_err(|e| AgentError::Evidence {
         provider: provider.describe(),
         message: e.to_string(),

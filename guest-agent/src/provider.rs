@@ -1,10 +1,14 @@
 //! Evidence providers: one trait, several TEEs, and the `--tee auto|snp|tdx|sim` selection.
 
+use crate::sevguest::SevGuest;
 use crate::simsock::SimSocket;
+use crate::tdxguest::{TDX_GUEST_DEVICE, TdxGuest};
+use crate::tdxioctl::TdxGuestFile;
 use crate::tsm::{Tsm, TsmProvider};
 use cvm_attest::client::{Evidence, EvidenceSource};
 use cvm_attest::protocol::TeeKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The default configfs-tsm report directory.
 pub const DEFAULT_TSM_ROOT: &str = "/sys/kernel/config/tsm/report";
@@ -83,7 +87,8 @@ impl EvidenceSource for Source<'_> {
 /// The `--tee` choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TeeChoice {
-    /// Probe SNP, then TDX, then the simulator.
+    /// Probe SNP (configfs-tsm, `/dev/sev-guest`), then TDX (configfs-tsm, `/dev/tdx_guest`), then the
+    /// simulator.
     #[default]
     Auto,
     /// AMD SEV-SNP.
@@ -121,16 +126,19 @@ pub struct ProviderOptions {
     pub sim_socket: Option<PathBuf>,
     /// The configfs-tsm report directory (`--tsm-root`); [`DEFAULT_TSM_ROOT`] when unset.
     pub tsm_root: Option<PathBuf>,
+    /// The TDX guest device; [`TDX_GUEST_DEVICE`] when unset.
+    pub tdx_guest: Option<PathBuf>,
+    /// The SNP VMPL to request (`--vmpl`, 0..=3).
+    pub vmpl: u8,
+    /// SNP: a report without a VCEK or VLEK from the host is not an error (`--omit-certs`: the service
+    /// holds the platform's certificates).
+    pub omit_certs: bool,
 }
 
 /// Selects a provider. `auto` probes, in order: SNP (configfs-tsm with the `sev_guest` provider, else
-/// `/dev/sev-guest`), TDX
-/// (configfs-tsm with `tdx_guest`), then the simulator socket when `--sim-socket` names one.
+/// `/dev/sev-guest`), TDX (configfs-tsm with `tdx_guest`, else `/dev/tdx_guest`), then the simulator socket
+/// when `--sim-socket` names one. The error says what each probe found.
 pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError> {
-    let root = opts
-        .tsm_root
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_TSM_ROOT));
     let sim = |format| -> Result<Box<dyn Provider>, ProviderError> {
         match &opts.sim_socket {
             Some(p) => Ok(Box::new(SimSocket::new(p, format))),
@@ -143,15 +151,15 @@ pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError
     match opts.tee {
         TeeChoice::Sim => sim(TeeKind::Snp),
         TeeChoice::SimTdx => sim(TeeKind::Tdx),
-        TeeChoice::Snp => snp(&root),
-        TeeChoice::Tdx => tsm_for(&root, TsmProvider::TdxGuest),
+        TeeChoice::Snp => snp(opts),
+        TeeChoice::Tdx => tdx(opts),
         TeeChoice::Auto => {
             let mut tried = Vec::new();
-            match snp(&root) {
+            match snp(opts) {
                 Ok(p) => return Ok(p),
                 Err(e) => tried.push(e.to_string()),
             }
-            match tsm_for(&root, TsmProvider::TdxGuest) {
+            match tdx(opts) {
                 Ok(p) => return Ok(p),
                 Err(e) => tried.push(e.to_string()),
             }
@@ -167,19 +175,51 @@ pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError
     }
 }
 
+fn tsm_root(opts: &ProviderOptions) -> PathBuf {
+    opts.tsm_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_TSM_ROOT))
+}
+
 /// SNP: configfs-tsm, else `/dev/sev-guest`.
-fn snp(root: &Path) -> Result<Box<dyn Provider>, ProviderError> {
-    match tsm_for(root, TsmProvider::SevGuest) {
+fn snp(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError> {
+    let tsm = tsm_for(opts, TsmProvider::SevGuest);
+    match tsm {
         Ok(p) => Ok(p),
-        Err(_) if Path::new(SEV_GUEST_DEVICE).exists() => {
-            Ok(Box::new(crate::sevguest::SevGuest::default()))
-        }
-        Err(e) => Err(e),
+        Err(_) if Path::new(SEV_GUEST_DEVICE).exists() => Ok(Box::new(
+            SevGuest::new()
+                .with_vmpl(u32::from(opts.vmpl))
+                .with_certs_required(!opts.omit_certs),
+        )),
+        Err(e) => Err(ProviderError::None(format!(
+            "{e}; no {SEV_GUEST_DEVICE} either"
+        ))),
     }
 }
 
-fn tsm_for(root: &Path, want: TsmProvider) -> Result<Box<dyn Provider>, ProviderError> {
-    let tsm = Tsm::new(root);
+/// TDX: configfs-tsm, else `/dev/tdx_guest` (where the kernel offers quotes there; the first quote tells).
+fn tdx(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError> {
+    let device = opts
+        .tdx_guest
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(TDX_GUEST_DEVICE));
+    match tsm_for(opts, TsmProvider::TdxGuest) {
+        Ok(p) => Ok(p),
+        Err(_) if device.exists() => Ok(Box::new(TdxGuest::with_device(Arc::new(
+            TdxGuestFile::new(&device),
+        )))),
+        Err(e) => Err(ProviderError::None(format!(
+            "{e}; no {} either",
+            device.display()
+        ))),
+    }
+}
+
+fn tsm_for(opts: &ProviderOptions, want: TsmProvider) -> Result<Box<dyn Provider>, ProviderError> {
+    let root = tsm_root(opts);
+    let tsm = Tsm::new(&root)
+        .with_privlevel(opts.vmpl)
+        .with_certs_required(!opts.omit_certs);
     match tsm.probe() {
         Ok(found) if found == want => Ok(Box::new(tsm.with_provider(found))),
         Ok(found) => Err(ProviderError::None(format!(

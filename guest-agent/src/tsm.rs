@@ -5,6 +5,7 @@
 //! table), check `generation` did not change meanwhile (another writer would have raced us), remove the entry.
 //! The filesystem is behind [`TsmFs`] so that tests can run the same code against a fake tree.
 
+use crate::certtable;
 use crate::provider::{Provider, ProviderError};
 use cvm_attest::client::Evidence;
 use cvm_attest::protocol::TeeKind;
@@ -85,6 +86,7 @@ pub struct Tsm {
     fs: Arc<dyn TsmFs>,
     provider: Option<TsmProvider>,
     privlevel: u8,
+    certs_required: bool,
 }
 
 impl std::fmt::Debug for Tsm {
@@ -108,79 +110,6 @@ impl Drop for Entry<'_> {
     }
 }
 
-/// The SNP certificate table GUID of the VCEK (63da758d-e664-4564-adc5-f4b93be8accd).
-const VCEK_GUID: [u8; 16] = [
-    0x63, 0xda, 0x75, 0x8d, 0xe6, 0x64, 0x45, 0x64, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd,
-];
-
-/// The same GUID in the mixed-endian layout of an EFI GUID structure.
-fn guid_le(g: &[u8; 16]) -> [u8; 16] {
-    let mut o = *g;
-    o[0..4].reverse();
-    o[4..6].reverse();
-    o[6..8].reverse();
-    o
-}
-
-/// The ASK's GUID (4ab7b379-bbac-4fe4-a02f-05aef327c782).
-const ASK_GUID: [u8; 16] = [
-    0x4a, 0xb7, 0xb3, 0x79, 0xbb, 0xac, 0x4f, 0xe4, 0xa0, 0x2f, 0x05, 0xae, 0xf3, 0x27, 0xc7, 0x82,
-];
-/// The ARK's GUID (c0b406a4-a803-4952-9743-3fb6014cd0ae).
-const ARK_GUID: [u8; 16] = [
-    0xc0, 0xb4, 0x06, 0xa4, 0xa8, 0x03, 0x49, 0x52, 0x97, 0x43, 0x3f, 0xb6, 0x01, 0x4c, 0xd0, 0xae,
-];
-
-/// The entry for `guid` in an SNP extended-report certificate table (entries of GUID, offset u32, length
-/// u32, ended by an all-zero entry; offsets from the table start). Either GUID byte layout is accepted.
-fn cert_in_table(table: &[u8], guid_be: &[u8; 16]) -> Option<Vec<u8>> {
-    let le = guid_le(guid_be);
-    let mut at = 0usize;
-    while at + 24 <= table.len() {
-        let entry = &table[at..at + 24];
-        if entry.iter().all(|b| *b == 0) {
-            return None;
-        }
-        let guid = &entry[..16];
-        let off = u32::from_le_bytes([entry[16], entry[17], entry[18], entry[19]]) as usize;
-        let len = u32::from_le_bytes([entry[20], entry[21], entry[22], entry[23]]) as usize;
-        if guid == guid_be || guid == le {
-            return table.get(off..off.checked_add(len)?).map(<[u8]>::to_vec);
-        }
-        at += 24;
-    }
-    None
-}
-
-/// Finds the VCEK in an SNP extended-report certificate table. `None` when the table has no VCEK.
-pub fn vcek_from_cert_table(table: &[u8]) -> Option<Vec<u8>> {
-    cert_in_table(table, &VCEK_GUID)
-}
-
-/// The certificates to send with an SNP report: the VCEK first, then the ASK and the ARK when the table has
-/// them; nothing when it has no VCEK (the service then uses the chain it holds).
-pub fn certs_from_cert_table(table: &[u8]) -> Vec<Vec<u8>> {
-    let Some(vcek) = vcek_from_cert_table(table) else {
-        return Vec::new();
-    };
-    let mut out = vec![vcek];
-    out.extend(cert_in_table(table, &ASK_GUID));
-    out.extend(cert_in_table(table, &ARK_GUID));
-    out
-}
-
-/// Encodes a certificate table with one VCEK entry (the layout [`vcek_from_cert_table`] reads).
-pub fn cert_table_with_vcek(vcek: &[u8]) -> Vec<u8> {
-    let header = 48u32;
-    let mut t = Vec::with_capacity(48 + vcek.len());
-    t.extend_from_slice(&VCEK_GUID);
-    t.extend_from_slice(&header.to_le_bytes());
-    t.extend_from_slice(&u32::try_from(vcek.len()).unwrap_or(0).to_le_bytes());
-    t.extend_from_slice(&[0u8; 24]);
-    t.extend_from_slice(vcek);
-    t
-}
-
 impl Tsm {
     /// The provider at `root` on the real filesystem.
     pub fn new(root: &Path) -> Self {
@@ -194,6 +123,7 @@ impl Tsm {
             fs,
             provider: None,
             privlevel: 0,
+            certs_required: true,
         }
     }
 
@@ -206,6 +136,13 @@ impl Tsm {
     /// The SNP VMPL to request (`privlevel`, default 0).
     pub fn with_privlevel(mut self, level: u8) -> Self {
         self.privlevel = level;
+        self
+    }
+
+    /// Whether an SNP report without a VCEK or VLEK in `auxblob` is an error (the default) or goes out
+    /// without certificates (`--omit-certs`: the service holds them).
+    pub fn with_certs_required(mut self, required: bool) -> Self {
+        self.certs_required = required;
         self
     }
 
@@ -324,9 +261,16 @@ impl Tsm {
             .read(&e.path.join("outblob"))
             .map_err(self.err("read outblob".into()))?;
         let certs = if provider == TsmProvider::SevGuest {
-            // auxblob is absent or empty when the host supplies no certificates; the service may hold them.
+            // auxblob is absent or empty when the host supplies no certificates: an error unless they are
+            // optional (the service holds them).
             let aux = self.fs.read(&e.path.join("auxblob")).unwrap_or_default();
-            certs_from_cert_table(&aux)
+            let bad = |message: String| ProviderError::Bad {
+                provider: self.describe(),
+                message,
+            };
+            let table = certtable::parse(&aux).map_err(|e| bad(format!("auxblob: {e}")))?;
+            certtable::evidence_certs(&table, self.certs_required)
+                .map_err(|e| bad(e.to_string()))?
         } else {
             Vec::new()
         };
@@ -352,39 +296,5 @@ impl Tsm {
             evidence: out,
             certs,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn cert_table_round_trip_both_guid_layouts() {
-        let t = cert_table_with_vcek(b"vcek-der");
-        assert_eq!(vcek_from_cert_table(&t).unwrap(), b"vcek-der");
-        let mut le = t.clone();
-        le[..16].copy_from_slice(&guid_le(&VCEK_GUID));
-        assert_eq!(vcek_from_cert_table(&le).unwrap(), b"vcek-der");
-        assert!(vcek_from_cert_table(&[0u8; 24]).is_none());
-        assert!(vcek_from_cert_table(&[]).is_none());
-        let mut bad = t;
-        bad[16] = 0xff;
-        assert!(vcek_from_cert_table(&bad).is_none());
-        // VCEK, ASK and ARK: the VCEK goes first whatever the table order.
-        let mut t = Vec::new();
-        for (i, g) in [ARK_GUID, VCEK_GUID, ASK_GUID].iter().enumerate() {
-            t.extend_from_slice(g);
-            t.extend_from_slice(&(96 + 4 * i as u32).to_le_bytes());
-            t.extend_from_slice(&4u32.to_le_bytes());
-        }
-        t.extend_from_slice(&[0u8; 24]);
-        t.extend_from_slice(b"ark.vcekask.");
-        assert_eq!(
-            certs_from_cert_table(&t),
-            vec![b"vcek".to_vec(), b"ask.".to_vec(), b"ark.".to_vec()]
-        );
-        assert!(certs_from_cert_table(&[0u8; 24]).is_empty());
     }
 }

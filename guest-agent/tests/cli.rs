@@ -409,3 +409,43 @@ fn options_come_from_a_config_file_and_the_command_line_wins() {
         stderr(&o)
     );
 }
+
+#[test]
+fn help_names_the_probe_order_and_vmpl_is_checked() {
+    for sub in ["unlock", "evidence"] {
+        let o = agent(&[sub, "--help"]);
+        assert!(o.status.success());
+        let help = String::from_utf8_lossy(&o.stdout);
+        for part in ["/dev/sev-guest", "/dev/tdx_guest", "configfs-tsm", "--vmpl"] {
+            assert!(help.contains(part), "{sub} --help lacks {part}: {help}");
+        }
+    }
+    let o = agent(&[
+        "evidence",
+        "--vmpl",
+        "4",
+        "--report-data",
+        "00",
+        "--out",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("0..=3"), "{}", stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "vmpl = 7\n").unwrap();
+    let config = config.display().to_string();
+    let o = agent(&[
+        "unlock",
+        "--config",
+        &config,
+        "--server",
+        "https://127.0.0.1:1",
+        "--ca",
+        "ca.pem",
+        "--resource",
+        "r",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("VMPLs 0 to 3"), "{}", stderr(&o));
+}

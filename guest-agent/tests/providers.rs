@@ -79,6 +79,7 @@ fn selection_explains_what_is_missing() {
         tee: TeeChoice::Auto,
         sim_socket: None,
         tsm_root: Some(missing.clone()),
+        ..ProviderOptions::default()
     };
     let e = provider::select(&auto).err().unwrap().to_string();
     assert!(e.contains("--tee sim --sim-socket"), "{e}");

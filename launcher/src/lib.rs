@@ -9,6 +9,7 @@
 //! - [`probe`]: what the host supports (KVM, VM types, guest_memfd, SEV, TDX).
 //! - [`kvm`]: the only module with `unsafe`: KVM and SEV ioctls.
 //! - [`cvm`]: SNP and TDX launch ioctl sequences behind a trait (recorded in tests).
+//! - [`demo`]: `cvm-launch demo`, the whole simulated flow as processes of the four programs.
 //! - [`linux`]: Linux direct boot (bzImage, zero page, long-mode entry) as a launch plan.
 //! - [`vmm`]: the `sim` backend: a plan on plain KVM, vCPU loop, exits.
 //! - [`devices`]: COM1 (8250) and the simulated PSP's I/O ports.
@@ -19,6 +20,7 @@
 //! - [`synthetic`]: OVMF-like images for tests and benchmarks.
 
 pub mod cvm;
+pub mod demo;
 pub mod devices;
 pub mod guid;
 pub mod inputs;

@@ -4,14 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use cvm_launch::demo::stack::EvidenceFormat;
 use cvm_launch::inputs::SnpInputs;
 use cvm_launch::measure::{self, Format};
 use cvm_launch::run::RunArgs;
 
 /// cvm-launch: launches confidential VMs and computes their launch measurements offline.
 ///
-/// Supported now: `measure --tee snp|tdx`, `probe`, `run --tee sim` (firmware or a Linux kernel);
-/// `run --tee snp|tdx` stops with exit 2 on hosts whose KVM lacks those VM types.
+/// Supported now: `demo`, `measure --tee snp|tdx`, `probe`, `run --tee sim` (firmware or a Linux
+/// kernel); `run --tee snp|tdx` stops with exit 2 on hosts whose KVM lacks those VM types.
 #[derive(Parser)]
 #[command(name = "cvm-launch", version)]
 struct Cli {
@@ -39,8 +40,34 @@ enum OutFormat {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum DemoFormat {
+    /// SNP attestation reports, appraised against the SNP launch digest.
+    Snp,
+    /// TDX quotes, appraised against MRTD.
+    Tdx,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole confidential launch in simulated mode, each step a real process: CA, KEK and
+    /// simulator; a sealed sample workload; `cvm-attest serve` on a free loopback port; the guest's
+    /// reference value (`measure`) registered as the workload key's policy; the test guest launched
+    /// on /dev/kvm with its simulated PSP; `cvm-agent unlock` checking the unlocked bytes; and a
+    /// guest image with one byte changed, refused with POLICY_MEASUREMENT. Ends with
+    /// `demo: OK <time>`. Without /dev/kvm the simulated PSP runs without a VM (and says so). The
+    /// other programs are taken from this binary's directory, built with cargo when missing.
+    Demo {
+        /// Keep the temporary directory (certificates, keys, logs) and print its path.
+        #[arg(long)]
+        keep: bool,
+        /// Evidence format the simulated PSP signs for the agent.
+        #[arg(long, value_enum, default_value = "snp")]
+        tee: DemoFormat,
+        /// Do not use /dev/kvm even where it exists (the no-KVM path).
+        #[arg(long)]
+        no_kvm: bool,
+    },
     /// Print the launch measurement a guest will have (SNP launch digest or TDX MRTD).
     ///
     /// SNP: the digest chains one PAGE_INFO per SNP_LAUNCH_UPDATE page (SEV-SNP ABI §8.17.2): the
@@ -121,8 +148,27 @@ fn measure_tdx(firmware: &std::path::Path, format: Format) -> ExitCode {
     }
 }
 
+fn demo(keep: bool, tee: DemoFormat, no_kvm: bool) -> ExitCode {
+    let opts = cvm_launch::demo::DemoOptions {
+        keep,
+        format: match tee {
+            DemoFormat::Snp => EvidenceFormat::Snp,
+            DemoFormat::Tdx => EvidenceFormat::Tdx,
+        },
+        no_kvm,
+    };
+    match cvm_launch::demo::run(&opts, &mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cvm-launch demo: FAILED: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Demo { keep, tee, no_kvm } => demo(keep, tee, no_kvm),
         Command::Measure {
             tee,
             firmware,

@@ -2,7 +2,7 @@
 //! `--tee sim` (firmware or a direct Linux boot), optionally serving the PSP socket afterwards;
 //! `--tee snp|tdx` first checks that this host's KVM can create such VMs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -283,21 +283,58 @@ pub enum RunCliError {
     HostData,
 }
 
+/// The simulated PSP of one launch: its plan, the measurements the plan gives, and the signer
+/// that puts them in reports and quotes.
+#[derive(Debug)]
+pub struct LaunchPsp {
+    /// The launch plan.
+    pub plan: LaunchPlan,
+    /// Its SNP digest and (with TDVF metadata) MRTD.
+    pub measurements: LaunchMeasurements,
+    /// The simulated secure processor.
+    pub signer: SimPsp,
+}
+
+/// Plans the launch of `inputs` and loads the simulated PSP of `sim_dir` for it.
+pub fn sim_psp(
+    inputs: &SnpInputs,
+    sim_dir: &Path,
+    host_data: [u8; 32],
+) -> Result<LaunchPsp, RunCliError> {
+    plan_psp(inputs.plan()?, sim_dir, host_data)
+}
+
+/// Loads the simulated PSP of `sim_dir` for `plan`: it signs with the plan's SNP digest (and
+/// MRTD, for firmware with TDVF metadata).
+pub fn plan_psp(
+    plan: LaunchPlan,
+    sim_dir: &Path,
+    host_data: [u8; 32],
+) -> Result<LaunchPsp, RunCliError> {
+    let measurements = LaunchMeasurements {
+        snp: snp_digest(&plan),
+        mrtd: loaded_firmware(&plan).and_then(|fw| mrtd_of_firmware(fw).ok()),
+    };
+    let signer = SimPsp::load(sim_dir, measurements, host_data).map_err(|e| RunCliError::Sim {
+        dir: sim_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(LaunchPsp {
+        plan,
+        measurements,
+        signer,
+    })
+}
+
 /// Runs the guest of `args` with its console on stdout; returns how the run ended and the
 /// measurement the reports carry: the SNP digest of the plan that was loaded.
 pub fn run(args: &SimRunArgs) -> Result<(RunOutcome, [u8; 48]), RunCliError> {
-    let plan = args.boot.plan()?;
-    let measurement = snp_digest(&plan);
-    let measurements = LaunchMeasurements {
-        snp: measurement,
-        mrtd: loaded_firmware(&plan).and_then(|fw| mrtd_of_firmware(fw).ok()),
-    };
-    let psp = SimPsp::load(&args.sim_dir, measurements, args.host_data).map_err(|e| {
-        RunCliError::Sim {
-            dir: args.sim_dir.display().to_string(),
-            message: e.to_string(),
-        }
-    })?;
+    let LaunchPsp {
+        plan,
+        measurements,
+        signer: psp,
+    } = plan_psp(args.boot.plan()?, &args.sim_dir, args.host_data)?;
+    let measurement = measurements.snp;
     let signer: Arc<dyn ReportSigner> = Arc::new(psp);
     let socket = match &args.sim_socket {
         Some(p) => Some(sim_socket::serve(p, Arc::clone(&signer))?),

@@ -1,18 +1,47 @@
-//! Helpers shared by the end-to-end tests: where the workspace, its binaries and the shared vectors live.
+//! Helpers shared by the end-to-end tests: the four programs (built by `cargo test --workspace`,
+//! or built here when missing) and a working directory with a CA, a KEK and a simulator, ready for
+//! `cvm-attest serve`. The parts themselves are `cvm_launch::demo::stack`, the same code the demo
+//! runs.
 
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::OnceLock;
 
-/// The workspace root (the directory holding the top-level `Cargo.toml`).
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
+use cvm_launch::demo::programs::Programs;
+use cvm_launch::demo::stack::{Stack, StackError};
+use cvm_launch::demo::{DEMO_SEED, kvm_available};
+
+/// The programs of this build (`target/debug` for `cargo test`), brought up to date with cargo
+/// once per test process (`cargo test -p cvm-tests` alone does not rebuild the other packages).
+pub fn programs() -> Programs {
+    static BUILT: OnceLock<Programs> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = Programs::dir_of_current_exe().unwrap_or_else(|e| panic!("{e}"));
+            Programs::build(&dir, "the cvm programs", &mut |m| eprintln!("{m}"))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .programs
+        })
+        .clone()
 }
 
-/// The shared test vectors (`../shared/vectors` next to the repository), overridable with `CVM_VECTORS`.
-pub fn vectors_dir() -> PathBuf {
-    std::env::var_os("CVM_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("../shared/vectors"))
+/// A stack in `dir` with `pki/`, `kek`, and `sim/` (the demo's public seed).
+pub fn prepared_stack(dir: &Path) -> Result<Stack, StackError> {
+    let stack = Stack::new(programs(), dir);
+    stack.create_pki()?;
+    stack.keygen("kek")?;
+    stack.create_sim(Some(DEMO_SEED))?;
+    Ok(stack)
+}
+
+/// Whether guests run in VMs here; prints the reason once per test when they cannot.
+pub fn guests_run_in_vms(test: &str) -> bool {
+    match kvm_available() {
+        Ok(()) => true,
+        Err(why) => {
+            println!(
+                "{test}: no KVM ({why}): guests are served by the simulated PSP without a VM (no guest code runs)"
+            );
+            false
+        }
+    }
 }

@@ -271,9 +271,12 @@ impl TsmFs for FakeTsm {
                         .unwrap()
                 })
             }
-            Some("auxblob") if self.provider == "sev_guest" => {
-                Ok(cvm_agent::tsm::cert_table_with_vcek(sim.amd.vcek_der()))
-            }
+            Some("auxblob") if self.provider == "sev_guest" => Ok(cvm_agent::certtable::encode(&[
+                cvm_agent::certtable::HostCert {
+                    kind: cvm_agent::certtable::CertKind::Vcek,
+                    der: sim.amd.vcek_der().to_vec(),
+                },
+            ])),
             _ => std::fs::read(path),
         }
     }
