@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::linux::{LinuxPlanConfig, LinuxPlanError};
 use crate::plan::{DEFAULT_GUEST_FEATURES, LaunchPlan, PlanError, SnpPlanConfig};
 use crate::snp::cpu::{CPU_TYPES, CpuType};
 use crate::snp::kernel_hashes::KernelHashes;
@@ -36,6 +37,9 @@ pub enum InputError {
     /// The plan itself failed.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The direct-boot plan failed.
+    #[error(transparent)]
+    Linux(#[from] LinuxPlanError),
 }
 
 /// What `cvm-launch measure --tee snp` and `run` take, as given on the command line.
@@ -77,21 +81,79 @@ pub fn parse_hex_u64(s: &str) -> Option<u64> {
     u64::from_str_radix(t, 16).ok()
 }
 
+/// The CPU type, VMM type and SEV_FEATURES named on the command line.
+fn guest_cpu(
+    cpu_type: &str,
+    vmm_type: Option<&str>,
+    guest_features: Option<&str>,
+) -> Result<(CpuType, VmmType, u64), InputError> {
+    let cpu = CpuType::by_name(cpu_type).ok_or_else(|| {
+        let names: Vec<&str> = CPU_TYPES.iter().map(|c| c.name).collect();
+        InputError::CpuType(cpu_type.to_owned(), names.join(", "))
+    })?;
+    let vmm = match vmm_type {
+        None => VmmType::Qemu,
+        Some(v) => VmmType::parse(v).ok_or_else(|| InputError::VmmType(v.to_owned()))?,
+    };
+    let guest_features = match guest_features {
+        None => DEFAULT_GUEST_FEATURES,
+        Some(g) => parse_hex_u64(g).ok_or_else(|| InputError::GuestFeatures(g.to_owned()))?,
+    };
+    Ok((cpu, vmm, guest_features))
+}
+
+/// What `cvm-launch run --kernel` takes for a direct Linux boot without firmware.
+#[derive(Clone, Debug, Default)]
+pub struct LinuxInputs {
+    /// bzImage path.
+    pub kernel: PathBuf,
+    /// Initrd path.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    pub append: String,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// CPU type name.
+    pub cpu_type: String,
+    /// VMM type name (default qemu).
+    pub vmm_type: Option<String>,
+    /// SEV_FEATURES in hex (default 0x1).
+    pub guest_features: Option<String>,
+}
+
+impl LinuxInputs {
+    /// Reads the files and builds the direct-boot plan.
+    pub fn plan(&self) -> Result<LaunchPlan, InputError> {
+        let (cpu, vmm, guest_features) = guest_cpu(
+            &self.cpu_type,
+            self.vmm_type.as_deref(),
+            self.guest_features.as_deref(),
+        )?;
+        let initrd = self
+            .initrd
+            .as_deref()
+            .map(|p| read("initrd", p))
+            .transpose()?;
+        Ok(LaunchPlan::linux(LinuxPlanConfig {
+            kernel: read("kernel", &self.kernel)?,
+            initrd,
+            cmdline: self.append.clone(),
+            ram_mib: self.memory_mib,
+            cpu,
+            vmm,
+            guest_features,
+        })?)
+    }
+}
+
 impl SnpInputs {
     /// Reads the files and builds the plan configuration.
     pub fn config(&self) -> Result<SnpPlanConfig, InputError> {
-        let cpu = CpuType::by_name(&self.cpu_type).ok_or_else(|| {
-            let names: Vec<&str> = CPU_TYPES.iter().map(|c| c.name).collect();
-            InputError::CpuType(self.cpu_type.clone(), names.join(", "))
-        })?;
-        let vmm = match &self.vmm_type {
-            None => VmmType::Qemu,
-            Some(v) => VmmType::parse(v).ok_or_else(|| InputError::VmmType(v.clone()))?,
-        };
-        let guest_features = match &self.guest_features {
-            None => DEFAULT_GUEST_FEATURES,
-            Some(g) => parse_hex_u64(g).ok_or_else(|| InputError::GuestFeatures(g.clone()))?,
-        };
+        let (cpu, vmm, guest_features) = guest_cpu(
+            &self.cpu_type,
+            self.vmm_type.as_deref(),
+            self.guest_features.as_deref(),
+        )?;
         let kernel_hashes = match &self.kernel {
             None if self.initrd.is_some() || self.append.is_some() => {
                 return Err(InputError::NeedsKernel);

@@ -10,9 +10,10 @@
 //! - [`kvm`]: the only module with `unsafe`: KVM and SEV ioctls.
 //! - [`cvm`]: SNP and TDX launch ioctl sequences behind a trait (recorded in tests).
 //! - [`demo`]: `cvm-launch demo`, the whole simulated flow as processes of the four programs.
+//! - [`linux`]: Linux direct boot (bzImage, zero page, long-mode entry) as a launch plan.
 //! - [`vmm`]: the `sim` backend: a plan on plain KVM, vCPU loop, exits.
 //! - [`devices`]: COM1 (8250) and the simulated PSP's I/O ports.
-//! - [`run`]: `cvm-launch run --tee sim` from inputs to a halted guest.
+//! - [`run`]: `cvm-launch run`: arguments, from inputs to a stopped guest, exit codes.
 //! - [`sim_psp`]: the simulated AMD secure processor signing with the plan's digest.
 //! - [`sim_socket`]: the simulated PSP for host processes (Unix socket, CBOR).
 //! - [`tdx`]: TDVF metadata and MRTD.
@@ -25,6 +26,7 @@ pub mod guid;
 pub mod inputs;
 #[allow(unsafe_code)]
 pub mod kvm;
+pub mod linux;
 pub mod measure;
 pub mod ovmf;
 pub mod plan;

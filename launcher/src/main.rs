@@ -7,12 +7,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cvm_launch::demo::stack::EvidenceFormat;
 use cvm_launch::inputs::SnpInputs;
 use cvm_launch::measure::{self, Format};
-use cvm_launch::run::{RunCliError, SimRunArgs};
+use cvm_launch::run::RunArgs;
 
 /// cvm-launch: launches confidential VMs and computes their launch measurements offline.
 ///
-/// Supported now: `demo`, `measure --tee snp|tdx`, `probe`, `run --tee sim`. Not implemented yet
-/// (exit 2): `run --tee snp|tdx`.
+/// Supported now: `demo`, `measure --tee snp|tdx`, `probe`, `run --tee sim` (firmware or a Linux
+/// kernel); `run --tee snp|tdx` stops with exit 2 on hosts whose KVM lacks those VM types.
 #[derive(Parser)]
 #[command(name = "cvm-launch", version)]
 struct Cli {
@@ -115,50 +115,14 @@ enum Command {
         json: bool,
     },
     /// Launch a guest. `--tee sim`: plain KVM with a simulated PSP that signs SNP reports with the
-    /// plan's SNP digest (the guest reaches it on I/O ports 0x510-0x512, host processes on
-    /// --sim-socket); one vCPU; COM1 on stdout, a summary on stderr. `--tee snp|tdx`: not
-    /// implemented yet (exit 2).
-    Run {
-        /// Which TEE.
-        #[arg(long, value_enum)]
-        tee: Tee,
-        /// Firmware image (for the repository's test guest: launcher/guest/sim-guest.bin).
-        #[arg(long)]
-        firmware: PathBuf,
-        /// Number of vCPUs (the sim backend runs 1).
-        #[arg(long, default_value_t = 1)]
-        vcpus: u32,
-        /// Guest CPU type (QEMU name), as for `measure`.
-        #[arg(long)]
-        cpu_type: String,
-        /// VMM type for the VMSA reset state: qemu (default), ec2, gce.
-        #[arg(long)]
-        vmm_type: Option<String>,
-        /// SEV_FEATURES in hex (default 0x1).
-        #[arg(long)]
-        guest_features: Option<String>,
-        /// Simulator directory made by `cvm-attest sim init --out DIR` (required for --tee sim).
-        #[arg(long)]
-        sim_dir: Option<PathBuf>,
-        /// Also serve the simulated PSP to host processes on this Unix socket (length-prefixed
-        /// CBOR {tee, report_data} -> {evidence, certs}).
-        #[arg(long)]
-        sim_socket: Option<PathBuf>,
-        /// With --sim-socket: keep serving after the guest halts, until killed.
-        #[arg(long)]
-        linger: bool,
-        /// Guest RAM below the firmware, in MiB.
-        #[arg(long, default_value_t = 16)]
-        memory_mib: u32,
-        /// HOST_DATA for the reports, 64 hex digits (default zero).
-        #[arg(long)]
-        host_data: Option<String>,
-    },
-}
-
-fn not_yet(what: &str) -> ExitCode {
-    eprintln!("cvm-launch: {what} is not implemented yet (issue #8); nothing was done.");
-    ExitCode::from(2)
+    /// SNP digest of the plan that was loaded (the guest reaches it on I/O ports 0x510-0x512, host
+    /// processes on --sim-socket); one vCPU; firmware from its reset vector, or a Linux bzImage
+    /// booted directly (--kernel/--initrd/--append); COM1 (8250) on stdout (and stdin with
+    /// --kernel), a summary on stderr.
+    /// `--tee snp|tdx`: checks this host's KVM first and stops with exit 2 when it lacks the VM
+    /// type. Exit 0 when the guest halts, reboots or shuts down; 1 when the VM fails; 2 for
+    /// unusable arguments or hosts.
+    Run(RunArgs),
 }
 
 fn measure_tdx(firmware: &std::path::Path, format: Format) -> ExitCode {
@@ -292,83 +256,6 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run {
-            tee,
-            firmware,
-            vcpus,
-            cpu_type,
-            vmm_type,
-            guest_features,
-            sim_dir,
-            sim_socket,
-            linger,
-            memory_mib,
-            host_data,
-        } => {
-            match tee {
-                Tee::Sim => {}
-                Tee::Snp => return not_yet("run --tee snp"),
-                Tee::Tdx => return not_yet("run --tee tdx"),
-            }
-            let Some(sim_dir) = sim_dir else {
-                eprintln!(
-                    "cvm-launch: run --tee sim needs --sim-dir DIR (create one with `cvm-attest sim init --out DIR`)"
-                );
-                return ExitCode::from(2);
-            };
-            let host_data = match host_data.as_deref().map(hex::decode) {
-                None => [0u8; 32],
-                Some(Ok(b)) if b.len() == 32 => {
-                    let mut h = [0u8; 32];
-                    h.copy_from_slice(&b);
-                    h
-                }
-                Some(_) => {
-                    eprintln!("cvm-launch: --host-data must be 64 hex digits (32 bytes)");
-                    return ExitCode::from(2);
-                }
-            };
-            let args = SimRunArgs {
-                inputs: SnpInputs {
-                    firmware,
-                    vcpus,
-                    cpu_type,
-                    vmm_type,
-                    guest_features,
-                    kernel: None,
-                    initrd: None,
-                    append: None,
-                },
-                sim_dir,
-                sim_socket,
-                linger,
-                memory_mib,
-                host_data,
-            };
-            match cvm_launch::run::run(&args) {
-                Ok((out, measurement)) => {
-                    eprintln!(
-                        "cvm-launch: guest halted: measurement {}, {} exits, {} reports signed, setup {} us, run {} us, guest faults {:?}",
-                        hex::encode(measurement),
-                        out.exits,
-                        out.psp_requests,
-                        out.setup_micros,
-                        out.run_micros,
-                        out.faults
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(
-                    e @ (RunCliError::Inputs(_) | RunCliError::Sim { .. } | RunCliError::Socket(_)),
-                ) => {
-                    eprintln!("cvm-launch: {e}");
-                    ExitCode::from(2)
-                }
-                Err(e) => {
-                    eprintln!("cvm-launch: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Command::Run(args) => cvm_launch::run::command(args),
     }
 }

@@ -16,7 +16,7 @@ use crate::ovmf::{MetadataSection, OvmfError, OvmfInfo, SectionType};
 use crate::snp::cpu::CpuType;
 use crate::snp::digest::{PAGE_SIZE, PageType};
 use crate::snp::kernel_hashes::KernelHashes;
-use crate::snp::vmsa::{self, BSP_RESET_EIP, VmmType, VmsaParams};
+use crate::snp::vmsa::{self, BSP_RESET_EIP, LongModeEntry, VmmType, VmsaParams};
 
 /// Top of the 32-bit address space: the firmware image ends here.
 pub const FOUR_GIB: u64 = 1 << 32;
@@ -118,6 +118,16 @@ pub enum LaunchUpdate {
     },
 }
 
+/// How the bootstrap processor starts (what its VMSA page says, and what a plain-KVM vCPU is
+/// given so that it starts the same way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootEntry {
+    /// At the firmware's reset vector in real mode.
+    ResetVector,
+    /// In long mode at a directly loaded kernel's 64-bit entry ([`crate::linux`]).
+    LongMode(LongModeEntry),
+}
+
 /// A complete SNP launch plan.
 #[derive(Clone, Debug)]
 pub struct LaunchPlan {
@@ -133,8 +143,10 @@ pub struct LaunchPlan {
     pub vmm: VmmType,
     /// SEV_FEATURES.
     pub guest_features: u64,
-    /// What the firmware's tables say.
+    /// What the firmware's tables say (empty for a direct kernel boot).
     pub ovmf: OvmfInfo,
+    /// How the BSP starts.
+    pub entry: BootEntry,
     /// The launch steps, in order.
     pub updates: Vec<LaunchUpdate>,
 }
@@ -255,6 +267,7 @@ impl LaunchPlan {
             vmm: cfg.vmm,
             guest_features: cfg.guest_features,
             ovmf,
+            entry: BootEntry::ResetVector,
             updates,
         })
     }

@@ -1,31 +1,247 @@
-//! `cvm-launch run --tee sim`: plan → digest → simulated PSP → VM, then optionally keep serving
-//! the PSP socket.
+//! `cvm-launch run`: the command's arguments, then plan → digest → simulated PSP → VM for
+//! `--tee sim` (firmware or a direct Linux boot), optionally serving the PSP socket afterwards;
+//! `--tee snp|tdx` first checks that this host's KVM can create such VMs.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::devices::psp::ReportSigner;
-use crate::inputs::{InputError, SnpInputs};
+use crate::inputs::{InputError, LinuxInputs, SnpInputs};
 use crate::measure::snp_digest;
 use crate::plan::{LaunchPlan, LaunchUpdate};
+use crate::probe::ProbeReport;
 use crate::sim_psp::{LaunchMeasurements, SimPsp};
 use crate::sim_socket::{self, SocketError};
 use crate::tdx::mrtd::mrtd_of_firmware;
 use crate::vmm::{RunError, RunOutcome, SimRunConfig, run_sim};
 
+/// The kernel command line of a direct boot without `--append`: the console on COM1 from the
+/// first message on, and a reboot (which ends the run) instead of a hang after a panic.
+pub const DEFAULT_APPEND: &str = "console=ttyS0 earlyprintk=serial panic=-1 reboot=k";
+/// Guest RAM of a firmware run without `--memory`.
+pub const DEFAULT_FIRMWARE_MIB: u32 = 16;
+/// Guest RAM of a direct boot without `--memory`.
+pub const DEFAULT_KERNEL_MIB: u32 = 512;
+/// How long a firmware run may take without `--timeout`.
+pub const DEFAULT_FIRMWARE_TIMEOUT_SECS: u64 = 120;
+/// CPU type of a direct boot without `--cpu-type` (a long-mode VMSA carries no CPU signature).
+pub const DEFAULT_KERNEL_CPU: &str = "EPYC-v4";
+
+/// Which TEE `run` uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunTee {
+    /// AMD SEV-SNP (needs an SNP host).
+    Snp,
+    /// Intel TDX (needs a TDX host).
+    Tdx,
+    /// Plain KVM with a simulated PSP.
+    Sim,
+}
+
+/// The arguments of `cvm-launch run`.
+#[derive(Clone, Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("boot").required(true).args(["firmware", "kernel"])))]
+pub struct RunArgs {
+    /// Which TEE.
+    #[arg(long, value_enum)]
+    pub tee: RunTee,
+    /// Firmware image (for the repository's test guest: launcher/guest/sim-guest.bin).
+    #[arg(long)]
+    pub firmware: Option<PathBuf>,
+    /// Linux bzImage for a direct boot without firmware (boot protocol 2.06+, 64-bit entry).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Initrd for --kernel.
+    #[arg(long, requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line for --kernel [default: "console=ttyS0 earlyprintk=serial panic=-1
+    /// reboot=k"].
+    #[arg(long, requires = "kernel")]
+    pub append: Option<String>,
+    /// Number of vCPUs (the sim backend runs 1).
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: u32,
+    /// Guest CPU type (QEMU name), as for `measure`; required with --firmware (it is measured
+    /// into the VMSA), EPYC-v4 with --kernel.
+    #[arg(long)]
+    pub cpu_type: Option<String>,
+    /// VMM type for the VMSA reset state: qemu (default), ec2, gce.
+    #[arg(long)]
+    pub vmm_type: Option<String>,
+    /// SEV_FEATURES in hex (default 0x1).
+    #[arg(long)]
+    pub guest_features: Option<String>,
+    /// Simulator directory made by `cvm-attest sim init --out DIR` (required for --tee sim).
+    #[arg(long)]
+    pub sim_dir: Option<PathBuf>,
+    /// Also serve the simulated PSP to host processes on this Unix socket (length-prefixed
+    /// CBOR {tee, report_data} -> {evidence, certs}).
+    #[arg(long)]
+    pub sim_socket: Option<PathBuf>,
+    /// With --sim-socket: keep serving after the guest stops, until killed.
+    #[arg(long)]
+    pub linger: bool,
+    /// Guest RAM in MiB [default: 16 below the firmware; 512 for --kernel].
+    #[arg(long, visible_alias = "memory-mib")]
+    pub memory: Option<u32>,
+    /// Stop the guest after this many seconds [default: 120 with --firmware; none with --kernel].
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// HOST_DATA for the reports, 64 hex digits (default zero).
+    #[arg(long)]
+    pub host_data: Option<String>,
+}
+
+/// Runs `cvm-launch run`. Exit codes: 0 the guest stopped by itself (halt, reset, shutdown);
+/// 1 the VM failed while running; 2 bad arguments, missing inputs, or a host that cannot run
+/// the requested TEE (nothing was started).
+pub fn command(args: RunArgs) -> ExitCode {
+    match args.tee {
+        RunTee::Sim => {}
+        tee => {
+            let e = hardware_refusal(tee, &crate::probe::probe());
+            eprintln!("cvm-launch: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let sim = match sim_args(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cvm-launch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&sim) {
+        Ok((out, measurement)) => {
+            eprintln!(
+                "cvm-launch: {}: measurement {}, {} exits, {} reports signed, setup {} us, run {} us, guest faults {:?}",
+                out.stop,
+                hex::encode(measurement),
+                out.exits,
+                out.psp_requests,
+                out.setup_micros,
+                out.run_micros,
+                out.faults
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ (RunCliError::Inputs(_) | RunCliError::Sim { .. } | RunCliError::Socket(_))) => {
+            eprintln!("cvm-launch: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("cvm-launch: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Why `run --tee snp|tdx` does not start on this host, from the probe: the first missing
+/// piece, with what to do instead.
+pub fn hardware_refusal(tee: RunTee, probe: &ProbeReport) -> String {
+    let (name, a_name, vm_type, present) = match tee {
+        RunTee::Snp => ("SNP", "an SNP", "KVM_X86_SNP_VM=4", probe.snp_vm),
+        RunTee::Tdx => ("TDX", "a TDX", "KVM_X86_TDX_VM=5", probe.tdx_vm),
+        RunTee::Sim => return String::new(),
+    };
+    let flag = name.to_ascii_lowercase();
+    if let Some(e) = &probe.kvm_error {
+        return format!("run --tee {flag}: {e}; nothing was started");
+    }
+    if !present {
+        return format!(
+            "this host's KVM offers no {name} VMs (KVM_CAP_VM_TYPES {} lacks {vm_type}); nothing was started: use --tee sim, or run on {a_name} host: see README, \"Running on real SEV-SNP / TDX hardware\" (`cvm-launch probe` shows what this host has)",
+            probe.vm_types_mask.as_deref().unwrap_or("unknown"),
+        );
+    }
+    format!(
+        "this host's KVM offers {name} VMs, but this build of cvm-launch launches them only as recorded ioctl sequences (launcher/src/cvm/); nothing was started"
+    )
+}
+
+/// Turns the command's arguments into a simulated run.
+fn sim_args(a: RunArgs) -> Result<SimRunArgs, RunCliError> {
+    let sim_dir = a.sim_dir.ok_or(RunCliError::NeedsSimDir)?;
+    let host_data = match a.host_data.as_deref().map(hex::decode) {
+        None => [0u8; 32],
+        Some(Ok(b)) => b.try_into().map_err(|_| RunCliError::HostData)?,
+        Some(Err(_)) => return Err(RunCliError::HostData),
+    };
+    let (boot, memory_mib, timeout) = match (a.firmware, a.kernel) {
+        (_, Some(kernel)) => (
+            SimBoot::Linux(LinuxInputs {
+                kernel,
+                initrd: a.initrd,
+                append: a.append.unwrap_or_else(|| DEFAULT_APPEND.to_owned()),
+                memory_mib: a.memory.unwrap_or(DEFAULT_KERNEL_MIB),
+                cpu_type: a.cpu_type.unwrap_or_else(|| DEFAULT_KERNEL_CPU.to_owned()),
+                vmm_type: a.vmm_type,
+                guest_features: a.guest_features,
+            }),
+            a.memory.unwrap_or(DEFAULT_KERNEL_MIB),
+            a.timeout,
+        ),
+        (Some(firmware), None) => (
+            SimBoot::Firmware(SnpInputs {
+                firmware,
+                vcpus: a.vcpus,
+                cpu_type: a.cpu_type.ok_or(RunCliError::NeedsCpuType)?,
+                vmm_type: a.vmm_type,
+                guest_features: a.guest_features,
+                kernel: None,
+                initrd: None,
+                append: None,
+            }),
+            a.memory.unwrap_or(DEFAULT_FIRMWARE_MIB),
+            Some(a.timeout.unwrap_or(DEFAULT_FIRMWARE_TIMEOUT_SECS)),
+        ),
+        (None, None) => return Err(RunCliError::NothingToBoot),
+    };
+    Ok(SimRunArgs {
+        boot,
+        sim_dir,
+        sim_socket: a.sim_socket,
+        linger: a.linger,
+        memory_mib,
+        timeout_secs: timeout,
+        host_data,
+    })
+}
+
+/// What a simulated run boots.
+#[derive(Clone, Debug)]
+pub enum SimBoot {
+    /// A firmware image from its reset vector.
+    Firmware(SnpInputs),
+    /// A Linux kernel directly, in long mode.
+    Linux(LinuxInputs),
+}
+
+impl SimBoot {
+    fn plan(&self) -> Result<LaunchPlan, InputError> {
+        match self {
+            Self::Firmware(i) => i.plan(),
+            Self::Linux(i) => i.plan(),
+        }
+    }
+}
+
 /// What `run --tee sim` takes.
 #[derive(Clone, Debug)]
 pub struct SimRunArgs {
-    /// The plan's inputs (firmware, vCPUs, CPU type, …).
-    pub inputs: SnpInputs,
+    /// What to boot.
+    pub boot: SimBoot,
     /// Simulator directory (`cvm-attest sim init --out DIR`).
     pub sim_dir: PathBuf,
     /// Serve the simulated PSP to host processes on this Unix socket.
     pub sim_socket: Option<PathBuf>,
     /// After the guest halts, keep serving the socket until the process is killed.
     pub linger: bool,
-    /// Guest RAM below the firmware, MiB.
+    /// Guest RAM from GPA 0, MiB.
     pub memory_mib: u32,
+    /// Stop the guest after this many seconds (`None`: let it run).
+    pub timeout_secs: Option<u64>,
     /// HOST_DATA for every report.
     pub host_data: [u8; 32],
 }
@@ -53,6 +269,18 @@ pub enum RunCliError {
     /// The VM.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// No simulator directory.
+    #[error("run --tee sim needs --sim-dir DIR (create one with `cvm-attest sim init --out DIR`)")]
+    NeedsSimDir,
+    /// No CPU type for a firmware boot.
+    #[error("run --firmware needs --cpu-type TYPE (it is measured into the VMSA), e.g. EPYC-v4")]
+    NeedsCpuType,
+    /// Neither firmware nor kernel.
+    #[error("run needs --firmware FILE or --kernel bzImage")]
+    NothingToBoot,
+    /// HOST_DATA malformed.
+    #[error("--host-data must be 64 hex digits (32 bytes)")]
+    HostData,
 }
 
 /// The simulated PSP of one launch: its plan, the measurements the plan gives, and the signer
@@ -73,7 +301,16 @@ pub fn sim_psp(
     sim_dir: &Path,
     host_data: [u8; 32],
 ) -> Result<LaunchPsp, RunCliError> {
-    let plan = inputs.plan()?;
+    plan_psp(inputs.plan()?, sim_dir, host_data)
+}
+
+/// Loads the simulated PSP of `sim_dir` for `plan`: it signs with the plan's SNP digest (and
+/// MRTD, for firmware with TDVF metadata).
+pub fn plan_psp(
+    plan: LaunchPlan,
+    sim_dir: &Path,
+    host_data: [u8; 32],
+) -> Result<LaunchPsp, RunCliError> {
     let measurements = LaunchMeasurements {
         snp: snp_digest(&plan),
         mrtd: loaded_firmware(&plan).and_then(|fw| mrtd_of_firmware(fw).ok()),
@@ -90,13 +327,13 @@ pub fn sim_psp(
 }
 
 /// Runs the guest of `args` with its console on stdout; returns how the run ended and the
-/// measurement the reports carry.
+/// measurement the reports carry: the SNP digest of the plan that was loaded.
 pub fn run(args: &SimRunArgs) -> Result<(RunOutcome, [u8; 48]), RunCliError> {
     let LaunchPsp {
         plan,
         measurements,
         signer: psp,
-    } = sim_psp(&args.inputs, &args.sim_dir, args.host_data)?;
+    } = plan_psp(args.boot.plan()?, &args.sim_dir, args.host_data)?;
     let measurement = measurements.snp;
     let signer: Arc<dyn ReportSigner> = Arc::new(psp);
     let socket = match &args.sim_socket {
@@ -105,11 +342,18 @@ pub fn run(args: &SimRunArgs) -> Result<(RunOutcome, [u8; 48]), RunCliError> {
     };
     let cfg = SimRunConfig {
         low_ram_bytes: (args.memory_mib as usize) << 20,
-        ..SimRunConfig::default()
+        timeout: args
+            .timeout_secs
+            .map_or(std::time::Duration::MAX, std::time::Duration::from_secs),
+        max_exits: match args.timeout_secs {
+            Some(_) => SimRunConfig::default().max_exits,
+            None => u64::MAX,
+        },
+        stdin_console: matches!(args.boot, SimBoot::Linux(_)),
     };
     let outcome = run_sim(&plan, signer, std::io::stdout(), &cfg)?;
     if args.linger && socket.is_some() {
-        eprintln!("cvm-launch: guest halted; serving the simulated PSP socket until killed");
+        eprintln!("cvm-launch: guest stopped; serving the simulated PSP socket until killed");
         loop {
             std::thread::park();
         }
@@ -124,4 +368,77 @@ fn loaded_firmware(plan: &LaunchPlan) -> Option<&[u8]> {
         LaunchUpdate::Data { gpa, data, .. } if *gpa == plan.firmware_gpa => Some(data.as_slice()),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(snp: bool, tdx: bool, kvm_error: Option<&str>) -> ProbeReport {
+        let mut p = crate::probe::probe();
+        p.snp_vm = snp;
+        p.tdx_vm = tdx;
+        p.vm_types_mask = Some("0x1".into());
+        p.kvm_error = kvm_error.map(str::to_owned);
+        p
+    }
+
+    #[test]
+    fn refusal_names_the_missing_vm_type_and_what_to_do() {
+        let m = hardware_refusal(RunTee::Snp, &probe(false, true, None));
+        assert!(m.contains("offers no SNP VMs"), "{m}");
+        assert!(m.contains("KVM_X86_SNP_VM=4"), "{m}");
+        assert!(m.contains("use --tee sim"), "{m}");
+        assert!(m.contains("README"), "{m}");
+        let m = hardware_refusal(RunTee::Tdx, &probe(true, false, None));
+        assert!(
+            m.contains("offers no TDX VMs") && m.contains("KVM_X86_TDX_VM=5"),
+            "{m}"
+        );
+        let m = hardware_refusal(
+            RunTee::Snp,
+            &probe(false, false, Some("cannot open /dev/kvm")),
+        );
+        assert!(m.contains("cannot open /dev/kvm"), "{m}");
+    }
+
+    fn args(tee: RunTee) -> RunArgs {
+        RunArgs {
+            tee,
+            firmware: None,
+            kernel: Some("bzImage".into()),
+            initrd: None,
+            append: None,
+            vcpus: 1,
+            cpu_type: None,
+            vmm_type: None,
+            guest_features: None,
+            sim_dir: Some("sim".into()),
+            sim_socket: None,
+            linger: false,
+            memory: None,
+            timeout: None,
+            host_data: None,
+        }
+    }
+
+    #[test]
+    fn a_kernel_run_defaults_to_a_console_on_com1_and_no_timeout() {
+        let s = sim_args(args(RunTee::Sim)).unwrap();
+        let SimBoot::Linux(l) = &s.boot else {
+            panic!("not a Linux boot")
+        };
+        assert_eq!(l.append, DEFAULT_APPEND);
+        assert_eq!((l.memory_mib, s.memory_mib), (512, 512));
+        assert_eq!(s.timeout_secs, None);
+        let mut a = args(RunTee::Sim);
+        a.host_data = Some("ab".into());
+        assert!(matches!(sim_args(a), Err(RunCliError::HostData)));
+        let mut a = args(RunTee::Sim);
+        a.sim_dir = None;
+        assert!(matches!(sim_args(a), Err(RunCliError::NeedsSimDir)));
+        let mut a = args(RunTee::Sim);
+        (a.kernel, a.firmware) = (None, Some("fw".into()));
+        assert!(matches!(sim_args(a), Err(RunCliError::NeedsCpuType)));
+    }
 }

@@ -1,19 +1,27 @@
 //! The `sim` backend: runs a launch plan on plain KVM, in Firecracker's order (create VM → memory →
 //! load the plan → devices → vCPU → run loop → handle exits). Nothing is encrypted; the simulated
 //! PSP signs reports with the plan's SNP digest, computed in software by [`crate::measure`].
+//!
+//! A firmware plan starts its vCPU at the reset vector with no interrupt controller (the test
+//! guest polls). A direct Linux boot ([`BootEntry::LongMode`]) also gets the PC platform a kernel
+//! needs: in-kernel PIC/IOAPIC/LAPIC and PIT, the host's supported CPUID, COM1 on IRQ 4.
 
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::devices::PioBus;
+use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::psp::{PSP_BASE, PSP_LEN, PspDevice, ReportSigner};
-use crate::devices::serial::{COM1_BASE, COM1_LEN, SerialPort};
-use crate::kvm::vm::{GuestRam, Vm, VmError, set_reset_state};
+use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, EventFdIrq, SerialPort};
+use crate::kvm::vm::{
+    GuestRam, InternalError, Vm, VmError, internal_error, set_long_mode_state, set_reset_state,
+};
 use crate::kvm::watchdog::Watchdog;
-use crate::plan::{LaunchPlan, LaunchUpdate};
+use crate::plan::{BootEntry, LaunchPlan, LaunchUpdate};
 use crate::snp::vmsa;
 
 /// Settings of a simulated run.
@@ -26,6 +34,8 @@ pub struct SimRunConfig {
     /// Stop when the guest has run this long (a watchdog signal interrupts a guest spinning
     /// without exits).
     pub timeout: Duration,
+    /// Feed the host's stdin to COM1's receive side (a direct Linux boot from the command line).
+    pub stdin_console: bool,
 }
 
 impl Default for SimRunConfig {
@@ -34,6 +44,7 @@ impl Default for SimRunConfig {
             low_ram_bytes: 16 << 20,
             max_exits: 10_000_000,
             timeout: Duration::from_secs(120),
+            stdin_console: false,
         }
     }
 }
@@ -50,7 +61,7 @@ pub enum RunError {
     Unsupported(String),
     /// A plan update lies outside the guest RAM.
     #[error(
-        "the plan places {len:#x} bytes at GPA {gpa:#x}, outside guest RAM (low RAM is {low:#x} bytes; raise --memory-mib)"
+        "the plan places {len:#x} bytes at GPA {gpa:#x}, outside guest RAM (low RAM is {low:#x} bytes; raise --memory)"
     )]
     OutsideRam {
         /// GPA.
@@ -63,22 +74,22 @@ pub enum RunError {
     /// `KVM_RUN` failed.
     #[error("KVM_RUN failed: {0}")]
     KvmRun(vmm_sys_util::errno::Error),
-    /// The guest triple-faulted or otherwise shut down.
-    #[error("the guest shut down (triple fault?) after {exits} exits")]
-    Shutdown {
-        /// Exits so far.
-        exits: u64,
-    },
+    /// The eventfd of COM1's interrupt.
+    #[error("cannot create the serial port's interrupt eventfd: {0}")]
+    EventFd(std::io::Error),
     /// KVM could not enter the guest.
     #[error("KVM could not enter the guest: hardware entry failure reason {0:#x}")]
     FailEntry(u64),
     /// KVM reported an internal error (for example an instruction it cannot emulate).
     #[error(
-        "KVM internal error while running the guest (unemulated instruction?) after {exits} exits"
+        "KVM could not run the guest: internal error, suberror {} (1: an instruction KVM cannot emulate, seen under nested or emulated KVM: try a host with hardware virtualization; 3: an exception during event delivery) at guest RIP {:#x} after {exits} exits, data {:x?}",
+        detail.suberror, detail.rip, detail.data
     )]
     InternalError {
         /// Exits so far.
         exits: u64,
+        /// What KVM reported.
+        detail: InternalError,
     },
     /// The guest did not halt in time.
     #[error("the guest did not halt within {exits} exits / {secs} s")]
@@ -105,9 +116,32 @@ pub struct GuestFaults {
     pub psp_misuse: u64,
 }
 
+/// How the guest stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum GuestStop {
+    /// A `HLT` with no interrupt controller to wake it (the test guest's end).
+    Halted,
+    /// The guest asked for a reset through the i8042 controller (a reboot).
+    Reset,
+    /// The guest shut down: a triple fault (the last resort of a reboot, or a crash).
+    TripleFault,
+}
+
+impl std::fmt::Display for GuestStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Halted => "guest halted",
+            Self::Reset => "guest reset itself (i8042 reset: a reboot)",
+            Self::TripleFault => "guest shut down (triple fault: a reboot or a crash)",
+        })
+    }
+}
+
 /// How a simulated run ended.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct RunOutcome {
+    /// How the guest stopped.
+    pub stop: GuestStop,
     /// VM exits handled.
     pub exits: u64,
     /// Reports the PSP signed for the guest.
@@ -120,8 +154,8 @@ pub struct RunOutcome {
     pub run_micros: u64,
 }
 
-/// Runs `plan` on plain KVM until its vCPU halts, with COM1 writing to `console` and the
-/// simulated PSP answering through `signer`.
+/// Runs `plan` on plain KVM until its vCPU halts, resets or shuts down, with COM1 writing to
+/// `console` and the simulated PSP answering through `signer`.
 pub fn run_sim<W: Write + Send + 'static>(
     plan: &LaunchPlan,
     signer: Arc<dyn ReportSigner>,
@@ -139,8 +173,17 @@ pub fn run_sim<W: Write + Send + 'static>(
     let mut vm = Vm::new()?;
     // Step 2: memory. INVARIANT: regions are added before anything is loaded into them.
     vm.add_ram(0, GuestRam::new(cfg.low_ram_bytes)?)?;
-    let fw_len = usize::try_from(plan.firmware_len).unwrap_or(usize::MAX);
-    vm.add_ram(plan.firmware_gpa, GuestRam::new(fw_len)?)?;
+    if plan.firmware_len > 0 {
+        let fw_len = usize::try_from(plan.firmware_len).unwrap_or(usize::MAX);
+        vm.add_ram(plan.firmware_gpa, GuestRam::new(fw_len)?)?;
+    }
+    let long_mode = match plan.entry {
+        BootEntry::ResetVector => None,
+        BootEntry::LongMode(e) => Some(e),
+    };
+    if long_mode.is_some() {
+        vm.create_platform()?;
+    }
     // Step 3: load the plan, in plan order (the order the digest is computed in).
     let mut bsp = None;
     for u in &plan.updates {
@@ -180,15 +223,35 @@ pub fn run_sim<W: Write + Send + 'static>(
     };
     // Step 4: devices.
     let mut bus = PioBus::default();
-    bus.insert(COM1_BASE, COM1_LEN, Box::new(SerialPort::new(console)));
+    if long_mode.is_some() {
+        let irq =
+            vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).map_err(RunError::EventFd)?;
+        vm.register_irqfd(&irq, COM1_IRQ)?;
+        let serial = SerialPort::with_irq(console, EventFdIrq(irq));
+        if cfg.stdin_console {
+            serial.input().pump(std::io::stdin());
+        }
+        bus.insert(COM1_BASE, COM1_LEN, Box::new(serial));
+    } else {
+        bus.insert(COM1_BASE, COM1_LEN, Box::new(SerialPort::new(console)));
+    }
+    let i8042 = I8042::new();
+    let reset = i8042.reset_requested();
+    bus.insert(I8042_BASE, I8042_LEN, Box::new(i8042));
     let psp = Arc::new(std::sync::Mutex::new(PspDevice::new(signer)));
     bus.insert(PSP_BASE, PSP_LEN, Box::new(SharedPsp(Arc::clone(&psp))));
     // Step 5: the vCPU, in the state its VMSA page describes.
     let mut vcpu = vm.create_vcpu(0)?;
-    set_reset_state(&vcpu, eip, rdx)?;
+    match long_mode {
+        None => set_reset_state(&vcpu, eip, rdx)?,
+        Some(e) => {
+            vm.set_supported_cpuid(&vcpu)?;
+            set_long_mode_state(&vcpu, &e)?;
+        }
+    }
     let setup = start.elapsed();
-    // Step 6: run until HLT.
-    let (exits, mut faults) = run_loop(&mut vcpu, &mut bus, cfg)?;
+    // Step 6: run until the guest stops.
+    let (stop, exits, mut faults) = run_loop(&mut vcpu, &mut bus, &reset, cfg)?;
     let (requests, psp_faults) = match psp.lock() {
         Ok(p) => (p.requests(), p.faults()),
         Err(p) => (p.get_ref().requests(), p.get_ref().faults()),
@@ -196,6 +259,7 @@ pub fn run_sim<W: Write + Send + 'static>(
     faults.psp_misuse =
         psp_faults.overflow_bytes + psp_faults.overread_bytes + psp_faults.bad_accesses;
     Ok(RunOutcome {
+        stop,
         exits,
         psp_requests: requests,
         faults,
@@ -223,8 +287,9 @@ impl crate::devices::PioDevice for SharedPsp {
 fn run_loop(
     vcpu: &mut VcpuFd,
     bus: &mut PioBus,
+    reset: &AtomicBool,
     cfg: &SimRunConfig,
-) -> Result<(u64, GuestFaults), RunError> {
+) -> Result<(GuestStop, u64, GuestFaults), RunError> {
     let start = Instant::now();
     let mut faults = GuestFaults::default();
     let mut exits = 0u64;
@@ -242,6 +307,9 @@ fn run_loop(
                 if !bus.write(port, data) {
                     faults.unhandled_port_writes += 1;
                 }
+                if reset.load(Ordering::Acquire) {
+                    return Ok((GuestStop::Reset, exits, faults));
+                }
             }
             VcpuExit::IoIn(port, data) => {
                 if !bus.read(port, data) {
@@ -254,10 +322,13 @@ fn run_loop(
                 faults.mmio_accesses += 1;
             }
             VcpuExit::MmioWrite(..) => faults.mmio_accesses += 1,
-            VcpuExit::Hlt => return Ok((exits, faults)),
-            VcpuExit::Shutdown => return Err(RunError::Shutdown { exits }),
+            VcpuExit::Hlt => return Ok((GuestStop::Halted, exits, faults)),
+            VcpuExit::Shutdown => return Ok((GuestStop::TripleFault, exits, faults)),
             VcpuExit::FailEntry(reason, _) => return Err(RunError::FailEntry(reason)),
-            VcpuExit::InternalError => return Err(RunError::InternalError { exits }),
+            VcpuExit::InternalError => {
+                let detail = internal_error(vcpu);
+                return Err(RunError::InternalError { exits, detail });
+            }
             VcpuExit::Intr => {}
             _ => faults.unexpected_exits += 1,
         }

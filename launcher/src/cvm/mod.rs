@@ -7,15 +7,19 @@
 //! - [`Recorder`]: a [`CvmOps`] that records every call (and completes it as the kernel would).
 //! - [`snp`]: KVM_SEV_INIT2 → SNP_LAUNCH_START → SNP_LAUNCH_UPDATE… → SNP_LAUNCH_FINISH.
 //! - [`tdx`]: KVM_TDX_INIT_VM → INIT_VCPU… → INIT_MEM_REGION… → FINALIZE_VM.
+//! - [`exits`]: runtime exits (MAP_GPA_RANGE, memory faults, TDX GetQuote) over [`exits::MemoryOps`].
+//! - [`quote`]: GetQuote answered by the simulated PSP socket.
 //!
-//! Not here yet: the implementation of [`CvmOps`] on real KVM file descriptors (it needs an SNP or
-//! TDX host to be tested); `cvm-launch run --tee snp|tdx` says so.
+//! Not here yet: the implementation of [`CvmOps`] and [`exits::MemoryOps`] on real KVM file
+//! descriptors (it needs an SNP or TDX host to be tested); `cvm-launch run --tee snp|tdx` says so.
 
+pub mod exits;
+pub mod quote;
 pub mod snp;
 pub mod tdx;
 
 /// Why a confidential-VM command failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OpsError {
     /// The ioctl failed.
@@ -34,6 +38,14 @@ pub enum OpsError {
     /// The plan lacks something the launch needs.
     #[error("the launch needs {0}")]
     Missing(&'static str),
+    /// A guest asked for a range that is not whole pages inside guest memory.
+    #[error("guest range {gpa:#x} + {size:#x} is not whole 4 KiB pages of guest memory")]
+    BadRange {
+        /// Start.
+        gpa: u64,
+        /// Size in bytes.
+        size: u64,
+    },
 }
 
 /// The confidential-VM commands of KVM (`KVM_MEMORY_ENCRYPT_OP`).
@@ -72,6 +84,8 @@ pub enum Target {
     TdxVm,
     /// A vCPU fd, TDX command.
     TdxVcpu(u32),
+    /// The VM fd, `KVM_SET_MEMORY_ATTRIBUTES`.
+    MemoryAttributes,
 }
 
 /// One recorded command.
@@ -89,12 +103,57 @@ pub struct Call {
     pub value: Option<u64>,
 }
 
-/// A [`CvmOps`] that records calls. SNP_LAUNCH_UPDATE is completed the way KVM reports it: `len`
-/// set to 0 and `gfn_start`/`uaddr` advanced.
+/// A [`CvmOps`] and [`exits::MemoryOps`] that records calls. SNP_LAUNCH_UPDATE is completed the
+/// way KVM reports it: `len` set to 0 and `gfn_start`/`uaddr` advanced. Shared guest memory is
+/// `memory`, from GPA 0.
 #[derive(Debug, Default)]
 pub struct Recorder {
     /// Calls in order.
     pub calls: Vec<Call>,
+    /// Guest memory the guest shares with the host, from GPA 0.
+    pub memory: Vec<u8>,
+}
+
+impl Recorder {
+    fn shared_range(&self, gpa: u64, len: usize) -> Result<std::ops::Range<usize>, OpsError> {
+        let bad = OpsError::BadRange {
+            gpa,
+            size: len as u64,
+        };
+        let start = usize::try_from(gpa).map_err(|_| bad.clone())?;
+        let end = start.checked_add(len).ok_or(bad.clone())?;
+        if end > self.memory.len() {
+            return Err(bad);
+        }
+        Ok(start..end)
+    }
+}
+
+impl exits::MemoryOps for Recorder {
+    fn set_memory_attributes(&mut self, payload: &[u8; 32]) -> Result<(), OpsError> {
+        self.calls.push(Call {
+            target: Target::MemoryAttributes,
+            id: 0,
+            flags: 0,
+            payload: payload.to_vec(),
+            value: None,
+        });
+        Ok(())
+    }
+
+    fn read_shared(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), OpsError> {
+        let r = self.shared_range(gpa, buf.len())?;
+        buf.copy_from_slice(self.memory.get(r).unwrap_or_default());
+        Ok(())
+    }
+
+    fn write_shared(&mut self, gpa: u64, data: &[u8]) -> Result<(), OpsError> {
+        let r = self.shared_range(gpa, data.len())?;
+        if let Some(dst) = self.memory.get_mut(r) {
+            dst.copy_from_slice(data);
+        }
+        Ok(())
+    }
 }
 
 impl CvmOps for Recorder {

@@ -1,6 +1,7 @@
 //! Emulated devices on the x86 I/O port bus (Firecracker style: each behind a small trait, placed on
 //! a bus; guest accesses to nothing are counted, never fatal).
 
+pub mod i8042;
 pub mod psp;
 pub mod serial;
 

@@ -1,8 +1,16 @@
 //! A plain KVM VM with anonymous guest RAM: the `sim` backend's hardware (KVM API documentation:
 //! `KVM_CREATE_VM`, `KVM_SET_USER_MEMORY_REGION`, `KVM_CREATE_VCPU`, `KVM_SET_REGS`/`SREGS`).
 
-use kvm_bindings::kvm_userspace_memory_region;
+use kvm_bindings::{
+    KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_pit_config, kvm_segment, kvm_userspace_memory_region,
+};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+
+use crate::snp::vmsa::{LONG_MODE_CR0, LONG_MODE_CR4, LONG_MODE_EFER, LongModeEntry};
+
+/// Where KVM may put the three pages of the real-mode TSS on Intel (below the 4 GiB BIOS area,
+/// as QEMU and Firecracker place it).
+const TSS_GPA: usize = 0xfffb_d000;
 
 /// Errors of VM setup; each names the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +48,17 @@ pub enum VmError {
         /// errno.
         source: vmm_sys_util::errno::Error,
     },
+    /// Creating the in-kernel interrupt controllers and timer failed.
+    #[error("cannot create the in-kernel {what}: {source}")]
+    Platform {
+        /// Which device or setting.
+        what: &'static str,
+        /// errno.
+        source: vmm_sys_util::errno::Error,
+    },
+    /// `KVM_GET_SUPPORTED_CPUID` or `KVM_SET_CPUID2` failed.
+    #[error("cannot give the vCPU the CPUID features KVM supports: {0}")]
+    Cpuid(vmm_sys_util::errno::Error),
     /// Reading or writing vCPU registers failed.
     #[error("cannot {what} vCPU registers: {source}")]
     Registers {
@@ -138,6 +157,7 @@ pub struct RamRegion {
 /// memory) before the memory is unmapped.
 #[derive(Debug)]
 pub struct Vm {
+    kvm: Kvm,
     vm: VmFd,
     regions: Vec<RamRegion>,
 }
@@ -148,6 +168,7 @@ impl Vm {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
         Ok(Self {
+            kvm,
             vm,
             regions: Vec::new(),
         })
@@ -181,6 +202,44 @@ impl Vm {
             let off = usize::try_from(gpa.checked_sub(r.gpa)?).ok()?;
             r.ram.as_mut_slice().get_mut(off..off.checked_add(len)?)
         })
+    }
+
+    /// Creates the PC platform a kernel expects from KVM: the in-kernel PIC, IOAPIC and local
+    /// APICs (`KVM_CREATE_IRQCHIP`), the i8254 timer (`KVM_CREATE_PIT2`) and the TSS area
+    /// (`KVM_SET_TSS_ADDR`). INVARIANT: before any vCPU is created.
+    pub fn create_platform(&self) -> Result<(), VmError> {
+        let err = |what| move |source| VmError::Platform { what, source };
+        self.vm
+            .set_tss_address(TSS_GPA)
+            .map_err(err("TSS address"))?;
+        self.vm.create_irq_chip().map_err(err("irqchip"))?;
+        self.vm
+            .create_pit2(kvm_pit_config::default())
+            .map_err(err("PIT"))
+    }
+
+    /// Connects `fd` to interrupt line `gsi` of the in-kernel irqchip (`KVM_IRQFD`).
+    pub fn register_irqfd(
+        &self,
+        fd: &vmm_sys_util::eventfd::EventFd,
+        gsi: u32,
+    ) -> Result<(), VmError> {
+        self.vm
+            .register_irqfd(fd, gsi)
+            .map_err(|source| VmError::Platform {
+                what: "irqfd",
+                source,
+            })
+    }
+
+    /// Gives `vcpu` every CPUID feature KVM supports on this host (`KVM_GET_SUPPORTED_CPUID`,
+    /// `KVM_SET_CPUID2`); a vCPU without CPUID entries reports no features at all.
+    pub fn set_supported_cpuid(&self, vcpu: &VcpuFd) -> Result<(), VmError> {
+        let cpuid = self
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(VmError::Cpuid)?;
+        vcpu.set_cpuid2(&cpuid).map_err(VmError::Cpuid)
     }
 
     /// Creates vCPU `id`.
@@ -217,4 +276,103 @@ pub fn set_reset_state(vcpu: &VcpuFd, eip: u32, rdx: u64) -> Result<(), VmError>
         what: "set general",
         source,
     })
+}
+
+/// Puts `vcpu` in the long-mode state `e` (what [`crate::snp::vmsa::build_long_mode`] measures):
+/// paging with CR3 = `e.cr3`, flat segments, RIP, RSI, RSP; x87 and SSE in their reset state.
+pub fn set_long_mode_state(vcpu: &VcpuFd, e: &LongModeEntry) -> Result<(), VmError> {
+    let mut sregs = vcpu.get_sregs().map_err(|source| VmError::Registers {
+        what: "get special",
+        source,
+    })?;
+    let flat = |selector: u16, type_: u8, l: u8, db: u8| kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db,
+        s: 1,
+        l,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    sregs.cs = flat(e.cs, 0xb, 1, 0);
+    let data = flat(e.ds, 0x3, 0, 1);
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+    sregs.tr = kvm_segment {
+        s: 0,
+        limit: 0xfffff,
+        g: 0,
+        db: 0,
+        ..flat(e.tr, 0xb, 0, 0)
+    };
+    sregs.gdt.base = e.gdt_base;
+    sregs.gdt.limit = e.gdt_limit;
+    sregs.cr0 = LONG_MODE_CR0;
+    sregs.cr3 = e.cr3;
+    sregs.cr4 = LONG_MODE_CR4;
+    sregs.efer = LONG_MODE_EFER;
+    vcpu.set_sregs(&sregs)
+        .map_err(|source| VmError::Registers {
+            what: "set special",
+            source,
+        })?;
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..kvm_fpu::default()
+    };
+    vcpu.set_fpu(&fpu).map_err(|source| VmError::Registers {
+        what: "set FPU",
+        source,
+    })?;
+    let mut regs = vcpu.get_regs().map_err(|source| VmError::Registers {
+        what: "get general",
+        source,
+    })?;
+    regs.rip = e.rip;
+    regs.rsi = e.rsi;
+    regs.rsp = e.rsp;
+    regs.rbp = e.rsp;
+    regs.rflags = 0x2;
+    vcpu.set_regs(&regs).map_err(|source| VmError::Registers {
+        what: "set general",
+        source,
+    })
+}
+
+/// What KVM said about a `KVM_EXIT_INTERNAL_ERROR` (API documentation, `kvm_run.internal`):
+/// the sub-error (1 emulation failure, 2 simultaneous exceptions, 3 exception during event
+/// delivery), up to 16 words of data, and the guest's RIP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InternalError {
+    /// `suberror`.
+    pub suberror: u32,
+    /// `data[..ndata]`.
+    pub data: Vec<u64>,
+    /// RIP at the exit (0 when the registers could not be read).
+    pub rip: u64,
+}
+
+/// Reads `kvm_run.internal` of `vcpu`; call only right after `KVM_RUN` returned
+/// `KVM_EXIT_INTERNAL_ERROR`.
+pub fn internal_error(vcpu: &mut VcpuFd) -> InternalError {
+    let rip = vcpu.get_regs().map_or(0, |r| r.rip);
+    let run = vcpu.get_kvm_run();
+    // SAFETY: after KVM_EXIT_INTERNAL_ERROR the kernel filled the `internal` member of the exit
+    // union (KVM API documentation, "KVM_EXIT_INTERNAL_ERROR"); every bit pattern is a valid
+    // value of its plain integer fields.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let n = usize::try_from(internal.ndata)
+        .unwrap_or(0)
+        .min(internal.data.len());
+    InternalError {
+        suberror: internal.suberror,
+        data: internal.data.iter().take(n).copied().collect(),
+        rip,
+    }
 }

@@ -51,13 +51,16 @@ const IDTR: usize = 0x080;
 const TR: usize = 0x090;
 const EFER: usize = 0x0d0;
 const CR4: usize = 0x148;
+const CR3: usize = 0x150;
 const CR0: usize = 0x158;
 const DR7: usize = 0x160;
 const DR6: usize = 0x168;
 const RFLAGS: usize = 0x170;
 const RIP: usize = 0x178;
+const RSP: usize = 0x1d8;
 const G_PAT: usize = 0x268;
 const RDX: usize = 0x310;
+const RSI: usize = 0x330;
 const SEV_FEATURES: usize = 0x3b0;
 const XCR0: usize = 0x3e8;
 const MXCSR: usize = 0x408;
@@ -144,6 +147,65 @@ pub fn build(p: &VmsaParams) -> Box<[u8; PAGE_SIZE]> {
     put_u64(pg, XCR0, 0x1);
     pg[MXCSR..MXCSR + 4].copy_from_slice(&mxcsr.to_le_bytes());
     pg[X87_FCW..X87_FCW + 2].copy_from_slice(&fcw.to_le_bytes());
+    page
+}
+
+/// The 64-bit entry state of a directly booted kernel (Linux boot protocol, "64-bit Boot
+/// Protocol"): long mode with paging, flat segments from the loader's GDT, interrupts off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LongModeEntry {
+    /// Entry point.
+    pub rip: u64,
+    /// RSI (the zero page's address for Linux).
+    pub rsi: u64,
+    /// Initial stack pointer.
+    pub rsp: u64,
+    /// CR3: the identity-mapping PML4.
+    pub cr3: u64,
+    /// GDT base.
+    pub gdt_base: u64,
+    /// GDT limit (size − 1).
+    pub gdt_limit: u16,
+    /// Code selector (L=1 descriptor).
+    pub cs: u16,
+    /// Data selector for DS, ES, SS (FS and GS too).
+    pub ds: u16,
+    /// TSS selector.
+    pub tr: u16,
+}
+
+/// CR0 of [`LongModeEntry`]: PE, ET, PG.
+pub const LONG_MODE_CR0: u64 = 0x8000_0011;
+/// CR4 of [`LongModeEntry`]: PAE.
+pub const LONG_MODE_CR4: u64 = 0x20;
+/// EFER of [`LongModeEntry`]: LME, LMA.
+pub const LONG_MODE_EFER: u64 = 0x500;
+
+/// The VMSA page of a vCPU that starts at `e` (the reset-state page of [`build`] with the
+/// long-mode registers in place; segment attributes in the VMCB's packed form, APM Vol. 2 §15.5.1).
+pub fn build_long_mode(e: &LongModeEntry, sev_features: u64, vmm: VmmType) -> Box<[u8; PAGE_SIZE]> {
+    let mut page = build(&VmsaParams {
+        eip: 0,
+        sev_features,
+        cpu_signature: 0,
+        vmm,
+    });
+    let pg = &mut *page;
+    // Code: type 0xb, S, P, L, G. Data: type 0x3, S, P, DB, G. TSS: busy 64-bit TSS, P.
+    put_seg(pg, CS, e.cs, 0xa9b, 0xffff_ffff, 0);
+    for at in [ES, SS, DS, FS, GS] {
+        put_seg(pg, at, e.ds, 0xc93, 0xffff_ffff, 0);
+    }
+    put_seg(pg, GDTR, 0, 0, u32::from(e.gdt_limit), e.gdt_base);
+    put_seg(pg, TR, e.tr, 0x8b, 0xfffff, 0);
+    put_u64(pg, EFER, LONG_MODE_EFER | 0x1000);
+    put_u64(pg, CR4, LONG_MODE_CR4 | 0x40);
+    put_u64(pg, CR3, e.cr3);
+    put_u64(pg, CR0, LONG_MODE_CR0);
+    put_u64(pg, RIP, e.rip);
+    put_u64(pg, RSP, e.rsp);
+    put_u64(pg, RSI, e.rsi);
+    put_u64(pg, RDX, 0);
     page
 }
 
