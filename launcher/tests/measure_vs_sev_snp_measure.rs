@@ -210,9 +210,10 @@ fn snp_digest_equals_sev_snp_measure_over_the_matrix() {
                 println!("OVMF image: {}", i.display());
             }
         }
-        None => println!(
+        None => drop(writeln!(
+            std::io::stderr(),
             "note: CVM_OVMF_DIR unset: real OVMF images skipped (`.ci/run` downloads Debian's ovmf)"
-        ),
+        )),
     }
     for img in &images {
         for v in VCPUS {
@@ -281,7 +282,8 @@ fn snp_digest_equals_sev_snp_measure_over_the_matrix() {
     }
 
     let t = run_cases(&tool, &cases);
-    println!(
+    let _ = writeln!(
+        std::io::stderr(),
         "sev-snp-measure matrix: {} combinations ({} OVMF images, 2 synthetic): {} equal, {} refused by both, {} differ",
         cases.len(),
         images.len(),

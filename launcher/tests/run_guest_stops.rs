@@ -13,6 +13,7 @@ use cvm_launch::plan::{DEFAULT_GUEST_FEATURES, LaunchPlan, SnpPlanConfig};
 use cvm_launch::snp::cpu::CpuType;
 use cvm_launch::snp::vmsa::VmmType;
 use cvm_launch::vmm::{GuestStop, SimRunConfig, run_sim};
+use std::io::Write as _;
 
 struct NoSigner;
 impl ReportSigner for NoSigner {
@@ -57,7 +58,10 @@ fn stop_with(code: &[u8]) -> GuestStop {
 #[test]
 fn an_i8042_reset_ends_the_run_as_a_reboot() {
     if !kvm_usable() {
-        println!("skipped: /dev/kvm is missing or not accessible; the test guests need KVM");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: /dev/kvm is missing or not accessible; the test guests need KVM"
+        );
         return;
     }
     // mov al, 0xfe; out 0x64, al; hlt
@@ -67,7 +71,10 @@ fn an_i8042_reset_ends_the_run_as_a_reboot() {
 #[test]
 fn hlt_still_ends_a_firmware_run_as_halted() {
     if !kvm_usable() {
-        println!("skipped: /dev/kvm is missing or not accessible; the test guests need KVM");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: /dev/kvm is missing or not accessible; the test guests need KVM"
+        );
         return;
     }
     assert_eq!(stop_with(&[0xf4]), GuestStop::Halted);

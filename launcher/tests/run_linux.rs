@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -33,13 +34,17 @@ fn sim_dir(tmp: &std::path::Path) -> PathBuf {
 #[test]
 fn linux_prints_its_banner_on_the_serial_console() {
     let Some(kernel) = std::env::var_os("CVM_TEST_KERNEL") else {
-        println!(
+        let _ = writeln!(
+            std::io::stderr(),
             "skipped: set CVM_TEST_KERNEL=/path/to/bzImage to boot Linux (this host's KVM is slow)"
         );
         return;
     };
     if !kvm_usable() {
-        println!("skipped: /dev/kvm is missing or not accessible; booting Linux needs KVM");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: /dev/kvm is missing or not accessible; booting Linux needs KVM"
+        );
         return;
     }
     let secs: u64 = std::env::var("CVM_TEST_KERNEL_SECS")

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write as _;
 use std::process::Command;
 
 const GUEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/guest/sim-guest.bin");
@@ -14,7 +15,8 @@ fn refused(tee: &str, probe_field: &str, expect: &[&str]) {
         _ => probe.tdx_vm,
     };
     if present {
-        println!(
+        let _ = writeln!(
+            std::io::stderr(),
             "skipped: this host's KVM offers {tee} VMs; the refusal is for hosts without them"
         );
         return;
