@@ -8,6 +8,7 @@ use cvm_launch::demo::stack::EvidenceFormat;
 use cvm_launch::inputs::SnpInputs;
 use cvm_launch::measure::{self, Format};
 use cvm_launch::run::RunArgs;
+use cvm_launch::run::linux_inputs;
 
 /// cvm-launch: launches confidential VMs and computes their launch measurements offline.
 ///
@@ -74,14 +75,17 @@ enum Command {
     /// firmware mapped to end at 4 GiB, the OVMF SEV metadata sections, one VMSA per vCPU. For
     /// OVMF it equals the `sev-snp-measure` tool's output. TDX: MRTD from the firmware's TDVF
     /// metadata (TDH.MEM.PAGE.ADD / TDH.MR.EXTEND); --vcpus, --cpu-type and the kernel options do
-    /// not apply (RTMRs are not computed yet).
+    /// not apply (RTMRs are not computed yet). `--tee sim --kernel K` (no firmware): the SNP digest
+    /// of the direct Linux boot that `run --tee sim --kernel K` loads and its simulated PSP signs
+    /// (same --initrd, --append, --memory, --cpu-type).
     Measure {
         /// Which TEE's measurement.
         #[arg(long, value_enum)]
         tee: Tee,
-        /// Firmware image (OVMF.fd; any flat image with its reset vector at the end).
+        /// Firmware image (OVMF.fd; any flat image with its reset vector at the end); required
+        /// except for `--tee sim --kernel`.
         #[arg(long)]
-        firmware: PathBuf,
+        firmware: Option<PathBuf>,
         /// Number of vCPUs (SNP, required).
         #[arg(long)]
         vcpus: Option<u32>,
@@ -103,6 +107,9 @@ enum Command {
         /// Kernel command line (with --kernel).
         #[arg(long)]
         append: Option<String>,
+        /// Guest RAM in MiB of a `--tee sim --kernel` boot (as given to `run`; default 512).
+        #[arg(long)]
+        memory: Option<u32>,
         /// Output format.
         #[arg(long, value_enum, default_value = "toml")]
         format: OutFormat,
@@ -166,6 +173,26 @@ fn demo(keep: bool, tee: DemoFormat, no_kvm: bool) -> ExitCode {
     }
 }
 
+/// Prints the SNP digest of `plan` (exit 2 with the reason when there is no plan).
+fn print_snp_measurement(
+    plan: Result<cvm_launch::plan::LaunchPlan, cvm_launch::inputs::InputError>,
+    format: Format,
+) -> ExitCode {
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cvm-launch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for w in plan.warnings() {
+        eprintln!("cvm-launch: warning: {w}");
+    }
+    let digest = measure::snp_digest(&plan);
+    print!("{}", measure::render_snp(&plan, &digest, format));
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Demo { keep, tee, no_kvm } => demo(keep, tee, no_kvm),
@@ -179,6 +206,7 @@ fn main() -> ExitCode {
             kernel,
             initrd,
             append,
+            memory,
             format,
         } => {
             let format = match format {
@@ -204,15 +232,39 @@ fn main() -> ExitCode {
                         );
                         return ExitCode::from(2);
                     }
+                    let Some(firmware) = firmware else {
+                        eprintln!("cvm-launch: measure --tee tdx needs --firmware TDVF.fd");
+                        return ExitCode::from(2);
+                    };
                     return measure_tdx(&firmware, format);
                 }
                 Tee::Sim => {
-                    eprintln!(
-                        "cvm-launch: measure --tee sim: a simulated guest has the SNP digest, use --tee snp"
-                    );
-                    return ExitCode::from(2);
+                    if let (None, Some(kernel)) = (&firmware, &kernel) {
+                        let inputs = linux_inputs(
+                            kernel.clone(),
+                            initrd,
+                            append,
+                            memory,
+                            cpu_type,
+                            vmm_type,
+                            guest_features,
+                        );
+                        return print_snp_measurement(inputs.plan(), format);
+                    }
                 }
             }
+            if memory.is_some() {
+                eprintln!(
+                    "cvm-launch: --memory only applies to `measure --tee sim --kernel` (a direct boot without firmware)"
+                );
+                return ExitCode::from(2);
+            }
+            let Some(firmware) = firmware else {
+                eprintln!(
+                    "cvm-launch: measure needs --firmware (or, for a direct boot on the sim backend, --tee sim --kernel K)"
+                );
+                return ExitCode::from(2);
+            };
             let (Some(vcpus), Some(cpu_type)) = (vcpus, cpu_type) else {
                 eprintln!("cvm-launch: measure --tee snp needs --vcpus N and --cpu-type TYPE");
                 return ExitCode::from(2);
@@ -227,19 +279,7 @@ fn main() -> ExitCode {
                 initrd,
                 append,
             };
-            let plan = match inputs.plan() {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("cvm-launch: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            for w in plan.warnings() {
-                eprintln!("cvm-launch: warning: {w}");
-            }
-            let digest = measure::snp_digest(&plan);
-            print!("{}", measure::render_snp(&plan, &digest, format));
-            ExitCode::SUCCESS
+            print_snp_measurement(inputs.plan(), format)
         }
         Command::Probe { json } => {
             let report = cvm_launch::probe::probe();

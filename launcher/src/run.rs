@@ -170,15 +170,15 @@ fn sim_args(a: RunArgs) -> Result<SimRunArgs, RunCliError> {
     };
     let (boot, memory_mib, timeout) = match (a.firmware, a.kernel) {
         (_, Some(kernel)) => (
-            SimBoot::Linux(LinuxInputs {
+            SimBoot::Linux(linux_inputs(
                 kernel,
-                initrd: a.initrd,
-                append: a.append.unwrap_or_else(|| DEFAULT_APPEND.to_owned()),
-                memory_mib: a.memory.unwrap_or(DEFAULT_KERNEL_MIB),
-                cpu_type: a.cpu_type.unwrap_or_else(|| DEFAULT_KERNEL_CPU.to_owned()),
-                vmm_type: a.vmm_type,
-                guest_features: a.guest_features,
-            }),
+                a.initrd,
+                a.append,
+                a.memory,
+                a.cpu_type,
+                a.vmm_type,
+                a.guest_features,
+            )),
             a.memory.unwrap_or(DEFAULT_KERNEL_MIB),
             a.timeout,
         ),
@@ -207,6 +207,28 @@ fn sim_args(a: RunArgs) -> Result<SimRunArgs, RunCliError> {
         timeout_secs: timeout,
         host_data,
     })
+}
+
+/// The direct-boot inputs of `run --tee sim --kernel` (and of `measure --tee sim --kernel`, so
+/// both plan the same boot), with this module's defaults for what was not given.
+pub fn linux_inputs(
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    append: Option<String>,
+    memory_mib: Option<u32>,
+    cpu_type: Option<String>,
+    vmm_type: Option<String>,
+    guest_features: Option<String>,
+) -> LinuxInputs {
+    LinuxInputs {
+        kernel,
+        initrd,
+        append: append.unwrap_or_else(|| DEFAULT_APPEND.to_owned()),
+        memory_mib: memory_mib.unwrap_or(DEFAULT_KERNEL_MIB),
+        cpu_type: cpu_type.unwrap_or_else(|| DEFAULT_KERNEL_CPU.to_owned()),
+        vmm_type,
+        guest_features,
+    }
 }
 
 /// What a simulated run boots.

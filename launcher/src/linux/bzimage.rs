@@ -123,32 +123,39 @@ impl<'a> BzImage<'a> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+/// A minimal bzImage for tests: one setup sector after the boot sector, the header fields a
+/// loader reads (protocol `version`, `xloadflags`, initrd limit, command-line size, preferred
+/// address, init size), then `kernel` as the protected-mode kernel (its 64-bit entry point is
+/// `kernel[0x200]`).
+pub fn synthetic(version: u16, xloadflags: u16, kernel: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 2 * 512];
+    let mut put = |at: usize, bytes: &[u8]| {
+        if let Some(dst) = f.get_mut(at..at + bytes.len()) {
+            dst.copy_from_slice(bytes);
+        }
+    };
+    put(SETUP_SECTS, &[1]);
+    put(BOOT_FLAG, &0xaa55u16.to_le_bytes());
+    put(0x200, &[0xeb]);
+    put(HEADER_LEN_BYTE, &[0x6a]); // the header ends at 0x26c, as in Linux 6.x
+    put(MAGIC, b"HdrS");
+    put(VERSION, &version.to_le_bytes());
+    put(INITRD_ADDR_MAX, &0x7fff_ffffu32.to_le_bytes());
+    put(XLOADFLAGS, &xloadflags.to_le_bytes());
+    put(CMDLINE_SIZE, &2047u32.to_le_bytes());
+    put(PREF_ADDRESS, &0x100_0000u64.to_le_bytes());
+    put(INIT_SIZE, &0x10_0000u32.to_le_bytes());
+    f.extend_from_slice(kernel);
+    f
+}
 
-    /// A minimal bzImage: one setup sector plus the boot sector, header fields set, a kernel of
-    /// `kernel_len` bytes of 0xcc.
-    pub(crate) fn image(version: u16, xloadflags: u16, kernel_len: usize) -> Vec<u8> {
-        let mut f = vec![0u8; 2 * 512 + kernel_len];
-        f[SETUP_SECTS] = 1;
-        f[BOOT_FLAG..BOOT_FLAG + 2].copy_from_slice(&0xaa55u16.to_le_bytes());
-        f[0x200] = 0xeb;
-        f[HEADER_LEN_BYTE] = 0x6a; // header ends at 0x26c, as in Linux 6.x
-        f[MAGIC..MAGIC + 4].copy_from_slice(b"HdrS");
-        f[VERSION..VERSION + 2].copy_from_slice(&version.to_le_bytes());
-        f[INITRD_ADDR_MAX..INITRD_ADDR_MAX + 4].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
-        f[XLOADFLAGS..XLOADFLAGS + 2].copy_from_slice(&xloadflags.to_le_bytes());
-        f[CMDLINE_SIZE..CMDLINE_SIZE + 4].copy_from_slice(&2047u32.to_le_bytes());
-        f[PREF_ADDRESS..PREF_ADDRESS + 8].copy_from_slice(&0x100_0000u64.to_le_bytes());
-        f[INIT_SIZE..INIT_SIZE + 4].copy_from_slice(&0x10_0000u32.to_le_bytes());
-        f[1024..].fill(0xcc);
-        f
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn splits_header_and_protected_mode_kernel() {
-        let f = image(0x020f, 3, 5000);
+        let f = synthetic(0x020f, 3, &[0xcc; 5000]);
         let b = BzImage::parse(&f).unwrap();
         assert_eq!(b.header.len(), 0x26c - 0x1f1);
         assert_eq!(b.kernel.len(), 5000);
@@ -164,18 +171,18 @@ pub(crate) mod tests {
             BzImageError::NotBzImage
         );
         assert_eq!(
-            BzImage::parse(&image(0x0205, 0, 10)).unwrap_err(),
+            BzImage::parse(&synthetic(0x0205, 0, &[0xcc; 10])).unwrap_err(),
             BzImageError::OldProtocol(0x0205)
         );
         assert_eq!(
-            BzImage::parse(&image(0x020f, 0, 10)).unwrap_err(),
+            BzImage::parse(&synthetic(0x020f, 0, &[0xcc; 10])).unwrap_err(),
             BzImageError::Not64Bit
         );
         assert_eq!(
-            BzImage::parse(&image(0x020f, 1, 0)).unwrap_err(),
+            BzImage::parse(&synthetic(0x020f, 1, &[0xcc; 0])).unwrap_err(),
             BzImageError::NotBzImage
         );
-        let f = image(0x020f, 1, 100);
+        let f = synthetic(0x020f, 1, &[0xcc; 100]);
         for len in 0..0x26c {
             assert!(BzImage::parse(&f[..len]).is_err(), "prefix {len}");
         }

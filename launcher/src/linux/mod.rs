@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn plan_loads_every_part_at_its_address_and_starts_in_long_mode() {
-        let plan = LaunchPlan::linux(cfg(bzimage::tests::image(0x020f, 1, 6000))).unwrap();
+        let plan = LaunchPlan::linux(cfg(bzimage::synthetic(0x020f, 1, &[0xcc; 6000]))).unwrap();
         let gpas: Vec<u64> = plan
             .updates
             .iter()
@@ -227,7 +227,7 @@ mod tests {
             plan.updates.last(),
             Some(LaunchUpdate::Vmsa { vcpu: 0, .. })
         ));
-        let mut other = cfg(bzimage::tests::image(0x020f, 1, 6000));
+        let mut other = cfg(bzimage::synthetic(0x020f, 1, &[0xcc; 6000]));
         other.cmdline.push_str(" quiet");
         let other = LaunchPlan::linux(other).unwrap();
         assert_ne!(
@@ -239,13 +239,13 @@ mod tests {
 
     #[test]
     fn refuses_what_does_not_fit() {
-        let mut c = cfg(bzimage::tests::image(0x020f, 1, 6000));
+        let mut c = cfg(bzimage::synthetic(0x020f, 1, &[0xcc; 6000]));
         c.ram_mib = 32;
         assert_eq!(
             LaunchPlan::linux(c).unwrap_err(),
             LinuxPlanError::Memory(32)
         );
-        let mut c = cfg(bzimage::tests::image(0x020f, 1, 6000));
+        let mut c = cfg(bzimage::synthetic(0x020f, 1, &[0xcc; 6000]));
         c.cmdline = "x".repeat(2048);
         assert!(matches!(
             LaunchPlan::linux(c).unwrap_err(),
@@ -254,7 +254,7 @@ mod tests {
                 max: 2047
             }
         ));
-        let mut c = cfg(bzimage::tests::image(0x020f, 1, 6000));
+        let mut c = cfg(bzimage::synthetic(0x020f, 1, &[0xcc; 6000]));
         c.initrd = Some(vec![0; 63 << 20]);
         assert!(matches!(
             LaunchPlan::linux(c).unwrap_err(),
