@@ -4,13 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write as _;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+
+use common::{Lingering, sim_dir, skip_without_kvm};
 use cvm_launch::linux::bzimage;
-use cvm_launch::sim_socket::{EvidenceResponse, request};
+use cvm_launch::sim_socket::EvidenceResponse;
 
 /// MEASUREMENT in an SNP attestation report (SEV-SNP ABI, Table "ATTESTATION_REPORT").
 const MEASUREMENT: std::ops::Range<usize> = 0x90..0xc0;
@@ -44,52 +46,21 @@ fn the_direct_boot_measurement_is_what_the_simulated_psp_signs() {
         "RAM size is in the plan"
     );
 
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: /dev/kvm is missing or not accessible; the run half of this test needs KVM"
-        );
+    if skip_without_kvm("the run half of this test") {
         return;
     }
-    let sim = tmp.path().join("sim");
-    let opts = cvm_attest::sim::InitOptions {
-        seed: Some(b"cvm-launch direct boot measurement".to_vec()),
-        ..cvm_attest::sim::InitOptions::default()
-    };
-    cvm_attest::sim::init(&sim, &opts).unwrap();
+    let sim = sim_dir(tmp.path(), b"cvm-launch direct boot measurement");
     let sock = tmp.path().join("psp.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cvm-launch"))
-        .args(["run", "--tee", "sim", "--kernel"])
-        .arg(&kernel)
-        .args(args)
-        .arg("--sim-dir")
-        .arg(&sim)
-        .arg("--sim-socket")
-        .arg(&sock)
-        .arg("--linger")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let body = loop {
-        match request(&sock, "snp", &[9; 64]) {
-            Ok(b) => break b,
-            Err(e) if start.elapsed() > Duration::from_secs(60) => {
-                child.kill().unwrap();
-                panic!("the PSP socket did not answer: {e}");
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let mut run: Vec<&OsStr> = vec!["run".as_ref(), "--tee".as_ref(), "sim".as_ref()];
+    run.extend(["--kernel".as_ref(), kernel.as_os_str()]);
+    run.extend(args.iter().map(OsStr::new));
+    run.extend(["--sim-dir".as_ref(), sim.as_os_str()]);
+    run.extend([
+        "--sim-socket".as_ref(),
+        sock.as_os_str(),
+        "--linger".as_ref(),
+    ]);
+    let body = Lingering::start(&run, &sock).request("snp", &[9; 64]);
     let resp: EvidenceResponse = cvm_keys::cbor::from_slice(&body).unwrap();
     assert_eq!(hex::encode(&resp.evidence.0[MEASUREMENT]), expected);
 }

@@ -8,12 +8,11 @@
 
 use std::sync::Arc;
 
+mod common;
+
+use common::{one_vcpu_plan, skip_without_kvm};
 use cvm_launch::devices::psp::ReportSigner;
-use cvm_launch::plan::{DEFAULT_GUEST_FEATURES, LaunchPlan, SnpPlanConfig};
-use cvm_launch::snp::cpu::CpuType;
-use cvm_launch::snp::vmsa::VmmType;
 use cvm_launch::vmm::{GuestStop, SimRunConfig, run_sim};
-use std::io::Write as _;
 
 struct NoSigner;
 impl ReportSigner for NoSigner {
@@ -25,27 +24,11 @@ impl ReportSigner for NoSigner {
     }
 }
 
-fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
-
 /// A one-page image whose reset vector (offset 0xff0) holds `code`; the rest is zero.
 fn stop_with(code: &[u8]) -> GuestStop {
     let mut image = vec![0u8; 4096];
     image[0xff0..0xff0 + code.len()].copy_from_slice(code);
-    let plan = LaunchPlan::snp(SnpPlanConfig {
-        firmware: image,
-        vcpus: 1,
-        cpu: CpuType::by_name("EPYC-v4").unwrap(),
-        vmm: VmmType::Qemu,
-        guest_features: DEFAULT_GUEST_FEATURES,
-        kernel_hashes: None,
-    })
-    .unwrap();
+    let plan = one_vcpu_plan(image);
     let cfg = SimRunConfig {
         timeout: std::time::Duration::from_secs(30),
         ..SimRunConfig::default()
@@ -57,11 +40,7 @@ fn stop_with(code: &[u8]) -> GuestStop {
 
 #[test]
 fn an_i8042_reset_ends_the_run_as_a_reboot() {
-    if !kvm_usable() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: /dev/kvm is missing or not accessible; the test guests need KVM"
-        );
+    if skip_without_kvm("the test guests") {
         return;
     }
     // mov al, 0xfe; out 0x64, al; hlt
@@ -70,11 +49,7 @@ fn an_i8042_reset_ends_the_run_as_a_reboot() {
 
 #[test]
 fn hlt_still_ends_a_firmware_run_as_halted() {
-    if !kvm_usable() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: /dev/kvm is missing or not accessible; the test guests need KVM"
-        );
+    if skip_without_kvm("the test guests") {
         return;
     }
     assert_eq!(stop_with(&[0xf4]), GuestStop::Halted);

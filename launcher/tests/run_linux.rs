@@ -6,30 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{sim_dir, skip_without_kvm};
 use std::io::Write as _;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
-
-fn sim_dir(tmp: &std::path::Path) -> PathBuf {
-    let sim = tmp.join("sim");
-    let opts = cvm_attest::sim::InitOptions {
-        seed: Some(b"cvm-launch linux boot test seed!".to_vec()),
-        ..cvm_attest::sim::InitOptions::default()
-    };
-    cvm_attest::sim::init(&sim, &opts).unwrap();
-    sim
-}
 
 #[test]
 fn linux_prints_its_banner_on_the_serial_console() {
@@ -40,11 +24,7 @@ fn linux_prints_its_banner_on_the_serial_console() {
         );
         return;
     };
-    if !kvm_usable() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: /dev/kvm is missing or not accessible; booting Linux needs KVM"
-        );
+    if skip_without_kvm("booting Linux") {
         return;
     }
     let secs: u64 = std::env::var("CVM_TEST_KERNEL_SECS")
@@ -52,7 +32,7 @@ fn linux_prints_its_banner_on_the_serial_console() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1800);
     let tmp = tempfile::tempdir().unwrap();
-    let sim = sim_dir(tmp.path());
+    let sim = sim_dir(tmp.path(), b"cvm-launch linux boot test seed!");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvm-launch"));
     cmd.args(["run", "--tee", "sim", "--kernel"])
         .arg(&kernel)

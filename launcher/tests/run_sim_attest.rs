@@ -7,25 +7,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use cvm_launch::sim_socket::{EvidenceResponse, request};
-use std::io::Write as _;
+use common::{Lingering, sim_dir, skip_without_kvm};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cvm_launch::sim_socket::EvidenceResponse;
 
 const REPORT_DATA: &[u8; 64] = b"cvm-launch sim guest: fixed REPORT_DATA for the launcher's test.";
 
 fn guest() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/sim-guest.bin")
-}
-
-fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
 }
 
 /// The `cvm-attest` binary of this workspace (built here when `cargo test -p cvm-launch` did not).
@@ -75,27 +68,13 @@ fn verify(sim: &Path, dir: &Path, report: &[u8], vcek: &Path) -> serde_json::Val
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
-fn sim_dir(tmp: &Path) -> PathBuf {
-    let sim = tmp.join("sim");
-    let opts = cvm_attest::sim::InitOptions {
-        seed: Some(b"cvm-launch sim acceptance seed!!".to_vec()),
-        ..cvm_attest::sim::InitOptions::default()
-    };
-    cvm_attest::sim::init(&sim, &opts).unwrap();
-    sim
-}
-
 #[test]
 fn the_guest_report_verifies_and_carries_the_offline_measurement() {
-    if !kvm_usable() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: /dev/kvm is missing or not accessible; `run --tee sim` needs KVM"
-        );
+    if skip_without_kvm("`run --tee sim`") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let sim = sim_dir(tmp.path());
+    let sim = sim_dir(tmp.path(), b"cvm-launch sim acceptance seed!!");
     let out = Command::new(env!("CARGO_BIN_EXE_cvm-launch"))
         .args(["run", "--tee", "sim", "--firmware"])
         .arg(guest())
@@ -124,42 +103,33 @@ fn the_guest_report_verifies_and_carries_the_offline_measurement() {
 
 #[test]
 fn the_psp_socket_serves_host_processes_the_same_measurement() {
-    if !kvm_usable() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: /dev/kvm is missing or not accessible; `run --tee sim` needs KVM"
-        );
+    if skip_without_kvm("`run --tee sim`") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let sim = sim_dir(tmp.path());
+    let sim = sim_dir(tmp.path(), b"cvm-launch sim acceptance seed!!");
     let sock = tmp.path().join("psp.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cvm-launch"))
-        .args(["run", "--tee", "sim", "--firmware"])
-        .arg(guest())
-        .args(["--cpu-type", "EPYC-v4", "--sim-dir"])
-        .arg(&sim)
-        .arg("--sim-socket")
-        .arg(&sock)
-        .arg("--linger")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let body = loop {
-        match request(&sock, "snp", &[0x42; 64]) {
-            Ok(b) => break b,
-            Err(e) if start.elapsed() > Duration::from_secs(60) => {
-                child.kill().unwrap();
-                panic!("the PSP socket did not answer: {e}");
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    let tdx_body = request(&sock, "tdx", &[0x43; 64]).unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let image = guest();
+    let mut launcher = Lingering::start(
+        &[
+            "run".as_ref(),
+            "--tee".as_ref(),
+            "sim".as_ref(),
+            "--firmware".as_ref(),
+            image.as_os_str(),
+            "--cpu-type".as_ref(),
+            "EPYC-v4".as_ref(),
+            "--sim-dir".as_ref(),
+            sim.as_os_str(),
+            "--sim-socket".as_ref(),
+            sock.as_os_str(),
+            "--linger".as_ref(),
+        ],
+        &sock,
+    );
+    let body = launcher.request("snp", &[0x42; 64]);
+    let tdx_body = launcher.request("tdx", &[0x43; 64]);
+    drop(launcher);
     let resp: EvidenceResponse = cvm_keys::cbor::from_slice(&body).unwrap();
     let vcek = tmp.path().join("vcek-from-socket.der");
     std::fs::write(&vcek, &resp.certs[0].0).unwrap();

@@ -6,11 +6,11 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+mod common;
+
+use common::{one_vcpu_plan, skip_without_kvm};
 use cvm_launch::devices::psp::ReportSigner;
 use cvm_launch::measure::snp_digest;
-use cvm_launch::plan::{DEFAULT_GUEST_FEATURES, LaunchPlan, SnpPlanConfig};
-use cvm_launch::snp::cpu::CpuType;
-use cvm_launch::snp::vmsa::VmmType;
 use cvm_launch::vmm::{SimRunConfig, run_sim};
 
 const GUEST: &[u8] = include_bytes!("../guest/sim-guest.bin");
@@ -42,32 +42,12 @@ impl Write for Console {
     }
 }
 
-fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
-
 #[test]
 fn guest_prints_the_report_the_psp_signed_with_the_plan_digest() {
-    if !kvm_usable() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: /dev/kvm is missing or not accessible; the sim guest needs KVM"
-        );
+    if skip_without_kvm("the sim guest") {
         return;
     }
-    let plan = LaunchPlan::snp(SnpPlanConfig {
-        firmware: GUEST.to_vec(),
-        vcpus: 1,
-        cpu: CpuType::by_name("EPYC-v4").unwrap(),
-        vmm: VmmType::Qemu,
-        guest_features: DEFAULT_GUEST_FEATURES,
-        kernel_hashes: None,
-    })
-    .unwrap();
+    let plan = one_vcpu_plan(GUEST.to_vec());
     let digest = snp_digest(&plan);
     let console = Console::default();
     let out = run_sim(
@@ -93,25 +73,13 @@ fn guest_prints_the_report_the_psp_signed_with_the_plan_digest() {
 
 #[test]
 fn a_guest_spinning_without_exits_is_stopped_at_the_timeout() {
-    if !kvm_usable() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: /dev/kvm is missing or not accessible; the sim guest needs KVM"
-        );
+    if skip_without_kvm("the sim guest") {
         return;
     }
     // `jmp $` at the reset vector: no exit ever.
     let mut image = vec![0xf4u8; 4096];
     image[0xff0..0xff2].copy_from_slice(&[0xeb, 0xfe]);
-    let plan = LaunchPlan::snp(SnpPlanConfig {
-        firmware: image,
-        vcpus: 1,
-        cpu: CpuType::by_name("EPYC-v4").unwrap(),
-        vmm: VmmType::Qemu,
-        guest_features: DEFAULT_GUEST_FEATURES,
-        kernel_hashes: None,
-    })
-    .unwrap();
+    let plan = one_vcpu_plan(image);
     let cfg = SimRunConfig {
         timeout: std::time::Duration::from_millis(500),
         ..SimRunConfig::default()
