@@ -41,14 +41,6 @@ enum OutFormat {
     Json,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum DemoFormat {
-    /// SNP attestation reports, appraised against the SNP launch digest.
-    Snp,
-    /// TDX quotes, appraised against MRTD.
-    Tdx,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole confidential launch in simulated mode, each step a real process: CA, KEK and
@@ -64,7 +56,7 @@ enum Command {
         keep: bool,
         /// Evidence format the simulated PSP signs for the agent.
         #[arg(long, value_enum, default_value = "snp")]
-        tee: DemoFormat,
+        tee: EvidenceFormat,
         /// Do not use /dev/kvm even where it exists (the no-KVM path).
         #[arg(long)]
         no_kvm: bool,
@@ -155,13 +147,10 @@ fn measure_tdx(firmware: &std::path::Path, format: Format) -> ExitCode {
     }
 }
 
-fn demo(keep: bool, tee: DemoFormat, no_kvm: bool) -> ExitCode {
+fn demo(keep: bool, format: EvidenceFormat, no_kvm: bool) -> ExitCode {
     let opts = cvm_launch::demo::DemoOptions {
         keep,
-        format: match tee {
-            DemoFormat::Snp => EvidenceFormat::Snp,
-            DemoFormat::Tdx => EvidenceFormat::Tdx,
-        },
+        format,
         no_kvm,
     };
     match cvm_launch::demo::run(&opts, &mut std::io::stdout()) {

@@ -58,6 +58,17 @@ fn module_param(module: &str, name: &str) -> Option<String> {
     std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
 }
 
+/// Whether `/dev/kvm` can be opened for a VM (the reason when not): the quick check before a
+/// `run --tee sim`, without the rest of [`probe`].
+pub fn kvm_usable() -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(drop)
+        .map_err(|e| format!("/dev/kvm: {e}"))
+}
+
 /// Looks at `/dev/kvm`, `/dev/sev` and the KVM modules' parameters. Never fails: what cannot be
 /// read is reported as unknown with the reason.
 pub fn probe() -> ProbeReport {

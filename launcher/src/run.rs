@@ -317,15 +317,6 @@ pub struct LaunchPsp {
     pub signer: SimPsp,
 }
 
-/// Plans the launch of `inputs` and loads the simulated PSP of `sim_dir` for it.
-pub fn sim_psp(
-    inputs: &SnpInputs,
-    sim_dir: &Path,
-    host_data: [u8; 32],
-) -> Result<LaunchPsp, RunCliError> {
-    plan_psp(inputs.plan()?, sim_dir, host_data)
-}
-
 /// Loads the simulated PSP of `sim_dir` for `plan`: it signs with the plan's SNP digest (and
 /// MRTD, for firmware with TDVF metadata).
 pub fn plan_psp(

@@ -11,7 +11,6 @@
 //! error     {"code": text, "message": text}                 code: MALFORMED | UNSUPPORTED_TEE_TYPE | SIGNER_FAILED
 //! ```
 
-use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -164,15 +163,7 @@ pub fn request(path: &Path, tee: &str, report_data: &[u8; 64]) -> std::io::Resul
     })
     .map_err(std::io::Error::other)?;
     write_frame(&mut s, &req)?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let len = usize::try_from(u32::from_be_bytes(len)).map_err(std::io::Error::other)?;
-    if len > cvm_keys::cbor::DEFAULT_MAX_LEN {
-        return Err(std::io::Error::other("response too large"));
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body)?;
-    Ok(body)
+    cvm_attest::sim::wire::read_frame(&mut s, cvm_keys::cbor::DEFAULT_MAX_LEN)
 }
 
 #[cfg(test)]

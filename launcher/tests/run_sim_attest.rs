@@ -10,6 +10,7 @@
 mod common;
 
 use common::{Lingering, sim_dir, skip_without_kvm};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -48,24 +49,34 @@ fn measure_hex() -> String {
 }
 
 /// Verifies `report` (with `vcek`) and returns the JSON verdict.
-fn verify(sim: &Path, dir: &Path, report: &[u8], vcek: &Path) -> serde_json::Value {
-    let ev = dir.join("report.bin");
-    std::fs::write(&ev, report).unwrap();
+/// `cvm-attest verify --json` of `evidence` (written to DIR/NAME) with `trust` arguments.
+fn verify_with(dir: &Path, name: &str, evidence: &[u8], trust: &[&OsStr]) -> serde_json::Value {
+    let ev = dir.join(name);
+    std::fs::write(&ev, evidence).unwrap();
     let out = Command::new(cvm_attest())
         .arg("verify")
         .arg("--evidence")
         .arg(&ev)
-        .arg("--trust-root")
-        .arg(sim.join("snp/ark.pem"))
-        .arg("--cert")
-        .arg(vcek)
-        .arg("--cert")
-        .arg(sim.join("snp/cert_chain.pem"))
+        .args(trust)
         .arg("--json")
         .output()
         .unwrap();
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Verifies an SNP `report` against the simulated ARK, with `vcek` and the simulated ASK.
+fn verify(sim: &Path, dir: &Path, report: &[u8], vcek: &Path) -> serde_json::Value {
+    let (ark, chain) = (sim.join("snp/ark.pem"), sim.join("snp/cert_chain.pem"));
+    let trust = [
+        "--trust-root".as_ref(),
+        ark.as_os_str(),
+        "--cert".as_ref(),
+        vcek.as_os_str(),
+        "--cert".as_ref(),
+        chain.as_os_str(),
+    ];
+    verify_with(dir, "report.bin", report, &trust)
 }
 
 #[test]
@@ -141,21 +152,14 @@ fn the_psp_socket_serves_host_processes_the_same_measurement() {
     // TDX format: a quote whose MRTD is the guest image's TDVF measurement.
     let resp: EvidenceResponse = cvm_keys::cbor::from_slice(&tdx_body).unwrap();
     assert!(resp.certs.is_empty());
-    let quote = tmp.path().join("quote.bin");
-    std::fs::write(&quote, &resp.evidence.0).unwrap();
-    let out = Command::new(cvm_attest())
-        .arg("verify")
-        .arg("--evidence")
-        .arg(&quote)
-        .arg("--trust-root")
-        .arg(sim.join("tdx/root.pem"))
-        .arg("--collateral")
-        .arg(sim.join("tdx/collateral"))
-        .arg("--json")
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let (root, collateral) = (sim.join("tdx/root.pem"), sim.join("tdx/collateral"));
+    let trust = [
+        "--trust-root".as_ref(),
+        root.as_os_str(),
+        "--collateral".as_ref(),
+        collateral.as_os_str(),
+    ];
+    let v = verify_with(tmp.path(), "quote.bin", &resp.evidence.0, &trust);
     assert_eq!(v["verdict"], "accept", "{v}");
     assert_eq!(v["tee"], "tdx");
     assert_eq!(v["claims"]["report_data"], hex::encode([0x43; 64]));

@@ -43,12 +43,7 @@ fn refused(tee: &str, probe_field: &str, expect: &[&str]) {
 
 #[test]
 fn run_tee_snp_without_snp_vms_exits_2_with_the_reason() {
-    let kvm = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    let expect: &[&str] = if kvm {
+    let expect: &[&str] = if cvm_launch::probe::kvm_usable().is_ok() {
         &[
             "offers no SNP VMs",
             "KVM_X86_SNP_VM=4",
@@ -63,12 +58,7 @@ fn run_tee_snp_without_snp_vms_exits_2_with_the_reason() {
 
 #[test]
 fn run_tee_tdx_without_tdx_vms_exits_2_with_the_reason() {
-    let kvm = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    let expect: &[&str] = if kvm {
+    let expect: &[&str] = if cvm_launch::probe::kvm_usable().is_ok() {
         &[
             "offers no TDX VMs",
             "KVM_X86_TDX_VM=5",

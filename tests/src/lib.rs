@@ -6,9 +6,10 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use cvm_launch::demo::DEMO_SEED;
 use cvm_launch::demo::programs::Programs;
 use cvm_launch::demo::stack::{Stack, StackError};
-use cvm_launch::demo::{DEMO_SEED, kvm_available};
+use cvm_launch::probe::kvm_usable;
 use std::io::Write as _;
 
 /// The programs of this build (`target/debug` for `cargo test`), brought up to date with cargo
@@ -36,7 +37,7 @@ pub fn prepared_stack(dir: &Path) -> Result<Stack, StackError> {
 
 /// Whether guests run in VMs here; prints the reason once per test when they cannot.
 pub fn guests_run_in_vms(test: &str) -> bool {
-    match kvm_available() {
+    match kvm_usable() {
         Ok(()) => true,
         Err(why) => {
             let _ = writeln!(

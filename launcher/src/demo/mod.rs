@@ -112,16 +112,6 @@ fn seconds(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-/// Whether `/dev/kvm` can be opened for a VM (the reason when not).
-pub fn kvm_available() -> Result<(), String> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .map(drop)
-        .map_err(|e| format!("/dev/kvm: {e}"))
-}
-
 /// Runs the demo, printing to `out`; the last line is `demo: OK <total time>` (or
 /// `demo: OK (no KVM) <total time>`).
 pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoError> {
@@ -139,7 +129,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoError> {
     let kvm = if opts.no_kvm {
         Err("--no-kvm given".to_owned())
     } else {
-        kvm_available()
+        crate::probe::kvm_usable()
     };
     let _ = writeln!(
         out,

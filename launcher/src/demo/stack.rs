@@ -24,11 +24,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const REPORT_PREFIX: &str = "cvm-sim-guest report ";
 
 /// Which evidence the simulated PSP signs for the agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EvidenceFormat {
-    /// SNP attestation reports; reference value: the SNP launch digest.
+    /// SNP attestation reports, appraised against the SNP launch digest.
     Snp,
-    /// TDX quotes; reference value: MRTD.
+    /// TDX quotes, appraised against MRTD.
     Tdx,
 }
 
@@ -320,10 +320,11 @@ impl Stack {
             initrd: None,
             append: None,
         };
-        let psp = crate::run::sim_psp(&inputs, &self.path("sim"), [0; 32])
-            .map_err(|e| StackError::NoVm(e.to_string()))?;
-        let sock = sim_socket::serve(&self.path(socket), Arc::new(psp.signer))
-            .map_err(|e| StackError::NoVm(e.to_string()))?;
+        let no_vm = |e: &dyn std::fmt::Display| StackError::NoVm(e.to_string());
+        let plan = inputs.plan().map_err(|e| no_vm(&e))?;
+        let psp = crate::run::plan_psp(plan, &self.path("sim"), [0; 32]).map_err(|e| no_vm(&e))?;
+        let sock =
+            sim_socket::serve(&self.path(socket), Arc::new(psp.signer)).map_err(|e| no_vm(&e))?;
         Ok(Guest::NoVm(sock))
     }
 

@@ -15,11 +15,7 @@ use cvm_launch::snp::vmsa::VmmType;
 /// True when /dev/kvm cannot be used; then prints `skipped: …` (to stderr, which cargo test
 /// shows) naming what needed it.
 pub fn skip_without_kvm(what: &str) -> bool {
-    let usable = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
+    let usable = cvm_launch::probe::kvm_usable().is_ok();
     if !usable {
         let _ = writeln!(
             std::io::stderr(),
