@@ -5,8 +5,10 @@
 //! - [`CvmOps`]: one method per `KVM_MEMORY_ENCRYPT_OP` flavour (SEV command on the VM fd, TDX
 //!   command on the VM fd or a vCPU fd); payloads are the kernel structs as bytes.
 //! - [`Recorder`]: a [`CvmOps`] that records every call (and completes it as the kernel would).
-//! - [`snp`]: KVM_SEV_INIT2 → SNP_LAUNCH_START → SNP_LAUNCH_UPDATE… → SNP_LAUNCH_FINISH.
-//! - [`tdx`]: KVM_TDX_INIT_VM → INIT_VCPU… → INIT_MEM_REGION… → FINALIZE_VM.
+//! - [`snp`]: KVM_SEV_INIT2 (before vCPUs exist) → SNP_LAUNCH_START → SNP_LAUNCH_UPDATE… →
+//!   SNP_LAUNCH_FINISH.
+//! - [`tdx`]: KVM_TDX_CAPABILITIES → INIT_VM (before vCPUs exist) → INIT_VCPU + GET_CPUID… →
+//!   INIT_MEM_REGION… → FINALIZE_VM.
 //! - [`exits`]: runtime exits (MAP_GPA_RANGE, memory faults, TDX GetQuote) over [`exits::MemoryOps`].
 //! - [`quote`]: GetQuote answered by the simulated PSP socket.
 //!

@@ -17,7 +17,7 @@ use kvm_bindings::{
     sev_cmd_id_KVM_SEV_SNP_LAUNCH_START, sev_cmd_id_KVM_SEV_SNP_LAUNCH_UPDATE,
 };
 
-use super::{AlignedPages, LaunchOps, OpsError, exits, get_u64, put};
+use super::{AlignedPages, CvmOps, LaunchOps, OpsError, exits, get_u64, put};
 use crate::plan::{LaunchPlan, LaunchUpdate};
 
 /// KVM_SEV_INIT2.
@@ -220,9 +220,17 @@ fn update(ops: &mut dyn LaunchOps, gpa: u64, uaddr: u64, len: u64, t: u8) -> Res
     Err(OpsError::NoProgress("SNP_LAUNCH_UPDATE"))
 }
 
-/// Issues the SNP launch of `plan`: INIT2, LAUNCH_START, one LAUNCH_UPDATE per plan update (in
-/// plan order, the order the digest is computed in), each preceded by KVM_SET_MEMORY_ATTRIBUTES
-/// making its range private, LAUNCH_FINISH with HOST_DATA and the optional ID block.
+/// KVM_SEV_INIT2 for `plan` (its SEV_FEATURES but SNPActive become `vmsa_features`).
+/// INVARIANT: before any vCPU is created (KVM refuses INIT2 on a VM with vCPUs).
+pub fn init(plan: &LaunchPlan, ops: &mut dyn CvmOps) -> Result<(), OpsError> {
+    let mut init = init2_bytes(plan.guest_features & !SNP_ACTIVE);
+    ops.sev_op(SEV_INIT2, &mut init)
+}
+
+/// Issues the SNP launch of `plan` after [`init`] and vCPU creation: LAUNCH_START, one
+/// LAUNCH_UPDATE per plan update (in plan order, the order the digest is computed in), each
+/// preceded by KVM_SET_MEMORY_ATTRIBUTES making its range private, LAUNCH_FINISH with HOST_DATA
+/// and the optional ID block.
 ///
 /// `uaddr` of data pages is a page-aligned copy of the plan's bytes: KVM copies them into
 /// guest_memfd.
@@ -231,8 +239,6 @@ pub fn launch(
     params: &SnpLaunchParams,
     ops: &mut dyn LaunchOps,
 ) -> Result<(), OpsError> {
-    let mut init = init2_bytes(plan.guest_features & !SNP_ACTIVE);
-    ops.sev_op(SEV_INIT2, &mut init)?;
     let mut start = launch_start_bytes(params.policy);
     ops.sev_op(SNP_LAUNCH_START, &mut start)?;
     for u in &plan.updates {
@@ -291,6 +297,16 @@ mod tests {
         .unwrap()
     }
 
+    /// INIT2, then the launch (vCPUs would be created in between).
+    fn init_and_launch(
+        p: &LaunchPlan,
+        prm: &SnpLaunchParams,
+        rec: &mut Recorder,
+    ) -> Result<(), OpsError> {
+        init(p, rec)?;
+        launch(p, prm, rec)
+    }
+
     fn params() -> SnpLaunchParams {
         SnpLaunchParams {
             policy: DEFAULT_POLICY,
@@ -304,7 +320,7 @@ mod tests {
     fn host_data_arrives_unshifted_in_the_88_byte_finish() {
         let p = plan();
         let mut rec = Recorder::default();
-        launch(&p, &params(), &mut rec).unwrap();
+        init_and_launch(&p, &params(), &mut rec).unwrap();
         let last = rec.calls.last().unwrap();
         assert_eq!((last.target.clone(), last.id), (Target::SevVm, 102));
         assert_eq!(last.payload.len(), 88);
@@ -318,7 +334,7 @@ mod tests {
     fn recorded_updates_replay_to_the_plan_digest() {
         let p = plan();
         let mut rec = Recorder::default();
-        launch(&p, &params(), &mut rec).unwrap();
+        init_and_launch(&p, &params(), &mut rec).unwrap();
         assert_eq!(rec.calls[0].id, SEV_INIT2);
         assert_eq!(
             get_u64(&rec.calls[0].payload, 0),
@@ -359,7 +375,7 @@ mod tests {
     fn every_update_range_is_made_private_just_before_it() {
         let p = plan();
         let mut rec = Recorder::default();
-        launch(&p, &params(), &mut rec).unwrap();
+        init_and_launch(&p, &params(), &mut rec).unwrap();
         let mut updates = 0;
         for (i, c) in rec.calls.iter().enumerate() {
             if c.id != SNP_LAUNCH_UPDATE || c.target != Target::SevVm {
@@ -386,7 +402,7 @@ mod tests {
             auth: auth.clone(),
         });
         let mut rec = Recorder::default();
-        launch(&plan(), &prm, &mut rec).unwrap();
+        init_and_launch(&plan(), &prm, &mut rec).unwrap();
         let fin = &rec.calls.last().unwrap().payload;
         let id = prm.id.as_ref().unwrap();
         assert_eq!(get_u64(fin, 0), id.block.as_ptr() as u64);
@@ -415,7 +431,7 @@ mod tests {
         let mut prm = params();
         prm.cpuid_page = None;
         assert!(matches!(
-            launch(&plan(), &prm, &mut Recorder::default()),
+            init_and_launch(&plan(), &prm, &mut Recorder::default()),
             Err(OpsError::Missing(_))
         ));
     }

@@ -331,17 +331,24 @@ pub fn init_vcpus(
 
 /// KVM_TDX_INIT_MEM_REGION for every TDVF section of `image` that is not PAGE_AUG, in
 /// descriptor order (measured when MR_EXTEND: the order [`crate::tdx::mrtd`] replays), each
-/// preceded by KVM_SET_MEMORY_ATTRIBUTES making it private; then KVM_TDX_FINALIZE_VM.
+/// preceded by KVM_SET_MEMORY_ATTRIBUTES making it private; then KVM_TDX_FINALIZE_VM. The TD_HOB
+/// section starts with `td_hob` ([`crate::tdx::td_hob`]).
 pub fn init_memory_and_finalize(
     image: &[u8],
     sections: &[TdvfSection],
+    td_hob: &[u8],
     ops: &mut dyn LaunchOps,
 ) -> Result<(), OpsError> {
     for s in sections
         .iter()
         .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
     {
-        let contents = AlignedPages::new(&section_contents(image, s));
+        let mut bytes = section_contents(image, s);
+        if s.kind == TdvfSectionType::TD_HOB {
+            let n = td_hob.len().min(bytes.len());
+            put(&mut bytes, 0, td_hob.get(..n).unwrap_or_default());
+        }
+        let contents = AlignedPages::new(&bytes);
         let flags = if s.attributes & ATTR_MR_EXTEND != 0 {
             KVM_TDX_MEASURE_MEMORY_REGION
         } else {
@@ -388,7 +395,7 @@ mod tests {
         let mut rec = Recorder::default();
         init_vm(&params, &mut rec).unwrap();
         init_vcpus(&sections, params.vcpus, &mut rec).unwrap();
-        init_memory_and_finalize(&img, &sections, &mut rec).unwrap();
+        init_memory_and_finalize(&img, &sections, &[0xaa; 64], &mut rec).unwrap();
         let c = &rec.calls;
         assert_eq!(
             (c[0].target.clone(), c[0].id),

@@ -28,11 +28,19 @@ pub fn run<W: Write + Send + 'static>(
     console: W,
 ) -> Result<HwOutcome, HwError> {
     check_layout(plan, cfg)?;
-    // Step 1: the VM, the SEV firmware device, the exits and interrupt model.
+    // Step 1: the VM, the SEV firmware device, the exits and interrupt model, KVM_SEV_INIT2.
+    // INVARIANT: INIT2 before any vCPU exists.
     let mut vm = ConfidentialVm::create(SNP_VM)?;
     vm.open_sev_device(Path::new(SEV_DEVICE))?;
     vm.enable_map_gpa_range_exits()?;
     vm.enable_split_irqchip()?;
+    sequence::init(
+        plan,
+        &mut CvmFds {
+            vm: &vm,
+            vcpus: &[],
+        },
+    )?;
     // Step 2: memory (guest_memfd + shared mapping; everything starts shared).
     add_memory(
         &mut vm,
@@ -49,7 +57,7 @@ pub fn run<W: Write + Send + 'static>(
         vm.set_cpuid(v, &cpuid)?;
     }
     set_initial_state(plan, &vcpus)?;
-    // Step 4: the launch: INIT2, LAUNCH_START, LAUNCH_UPDATE (ranges made private first), FINISH.
+    // Step 4: the launch: LAUNCH_START, LAUNCH_UPDATE (ranges made private first), FINISH.
     let has_cpuid_page = plan.updates.iter().any(|u| {
         matches!(
             u,

@@ -3,8 +3,7 @@
 //! (and measured where the metadata says so, giving the MRTD `measure --tee tdx` prints),
 //! FINALIZE_VM; GetQuote goes to the quote service.
 //!
-//! The TD HOB section is added as the image gives it (zero): no memory resource descriptors are
-//! written into it, which TDVF (OVMF) builds expect from their VMM.
+//! The TD HOB section is given a HOB list describing guest RAM ([`crate::tdx::td_hob`]).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -16,7 +15,8 @@ use crate::cvm::tdx::{self as sequence, ATTR_SEPT_VE_DISABLE, TdxLaunchParams};
 use crate::kvm::confidential::{ConfidentialVm, CvmFds, TDX_VM};
 use crate::ovmf::OvmfInfo;
 use crate::plan::{FOUR_GIB, MAX_FIRMWARE_LEN};
-use crate::tdx::tdvf;
+use crate::tdx::td_hob::td_hob;
+use crate::tdx::tdvf::{self, ATTR_PAGE_AUG, TdvfSectionType};
 
 /// What the host chooses for a TD besides its firmware.
 #[derive(Clone, Debug)]
@@ -61,6 +61,22 @@ pub fn run<W: Write + Send + 'static>(
             )));
         }
     }
+    let hob = sections
+        .iter()
+        .find(|s| s.kind == TdvfSectionType::TD_HOB)
+        .ok_or_else(|| HwError::Layout("the TDVF metadata has no TD_HOB section".into()))?;
+    let accepted: Vec<(u64, u64)> = sections
+        .iter()
+        .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
+        .map(|s| (s.memory_address, s.memory_data_size))
+        .collect();
+    let hob_list = td_hob(
+        hob.memory_address,
+        hob.memory_data_size,
+        cfg.low_ram_bytes as u64,
+        &accepted,
+    )
+    .map_err(|e| HwError::Layout(e.to_string()))?;
     // Step 1: the VM, the exits and interrupt model (TDX requires a split irqchip).
     let mut vm = ConfidentialVm::create(TDX_VM)?;
     vm.enable_map_gpa_range_exits()?;
@@ -107,6 +123,7 @@ pub fn run<W: Write + Send + 'static>(
     sequence::init_memory_and_finalize(
         image,
         &sections,
+        &hob_list,
         &mut CvmFds {
             vm: &vm,
             vcpus: &vcpus,
