@@ -13,7 +13,6 @@ use crate::cvm::quote::{NoQuoteService, SimQuoteSocket};
 use crate::cvm::snp::{DEFAULT_POLICY, ID_AUTH_LEN, ID_BLOCK_LEN, IdBlock, SnpLaunchParams};
 use crate::hardware::tdx::TdxRunParams;
 use crate::hardware::{HwError, HwOutcome, HwRunConfig};
-use crate::kvm::confidential::CvmVmError;
 
 use crate::devices::psp::ReportSigner;
 use crate::inputs::{InputError, LinuxInputs, SnpInputs};
@@ -208,11 +207,7 @@ fn hardware_command(args: RunArgs) -> ExitCode {
             eprintln!("cvm-launch: {e}");
             ExitCode::from(2)
         }
-        Err(RunCliError::Hardware(
-            e @ HwError::Vm(
-                CvmVmError::OpenKvm(_) | CvmVmError::CreateVm { .. } | CvmVmError::OpenSev { .. },
-            ),
-        )) => {
+        Err(RunCliError::Hardware(e)) if e.nothing_started() => {
             eprintln!("cvm-launch: {e}; nothing was started");
             ExitCode::from(2)
         }

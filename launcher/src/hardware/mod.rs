@@ -58,9 +58,17 @@ pub enum HwError {
     /// A launch command.
     #[error("launch failed: {0}")]
     Launch(#[from] OpsError),
-    /// The plan or image does not fit this VM.
+    /// The plan or image does not fit this VM (nothing was started).
     #[error("{0}")]
     Layout(String),
+    /// A vCPU thread could not be started.
+    #[error("cannot start the thread of vCPU {vcpu}: {source}")]
+    Thread {
+        /// vCPU id.
+        vcpu: u64,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// `KVM_RUN` failed.
     #[error("vCPU {vcpu}: KVM_RUN failed: {source}")]
     KvmRun {
@@ -163,9 +171,41 @@ fn devices<W: Write + Send + 'static>(console: W) -> (Arc<Mutex<PioBus>>, Arc<At
     (Arc::new(Mutex::new(bus)), reset)
 }
 
+impl HwError {
+    /// Whether the error means this host or these inputs cannot run the guest and nothing was
+    /// started (exit 2), rather than a VM that failed (exit 1).
+    pub fn nothing_started(&self) -> bool {
+        matches!(
+            self,
+            Self::Layout(_)
+                | Self::Vm(
+                    CvmVmError::OpenKvm(_)
+                        | CvmVmError::CreateVm { .. }
+                        | CvmVmError::OpenSev { .. }
+                        | CvmVmError::GuestMemfd { .. }
+                        | CvmVmError::EnableCap { .. }
+                )
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_and_input_errors_are_told_apart_from_vm_failures() {
+        assert!(HwError::Layout("x".into()).nothing_started());
+        assert!(
+            HwError::Vm(CvmVmError::OpenSev {
+                path: "/dev/sev".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            })
+            .nothing_started()
+        );
+        assert!(!HwError::Launch(OpsError::NoProgress("x")).nothing_started());
+        assert!(!HwError::Timeout(1).nothing_started());
+    }
 
     #[test]
     fn memory_ranges_are_low_ram_or_the_firmware_slot() {

@@ -54,7 +54,7 @@ pub fn run_vcpus(
             .spawn(move || {
                 let _ = tx.send(run_one(id, vcpu, &sh));
             })
-            .map_err(|e| HwError::Layout(format!("cannot start the thread of vCPU {id}: {e}")))?;
+            .map_err(|source| HwError::Thread { vcpu: id, source })?;
     }
     drop(tx);
     match timeout {
