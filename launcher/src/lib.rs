@@ -8,10 +8,12 @@
 //! - [`snp`]: PAGE_INFO chain, VMSA pages, CPU types, kernel hashes page.
 //! - [`probe`]: what the host supports (KVM, VM types, guest_memfd, SEV, TDX).
 //! - [`kvm`]: the only module with `unsafe`: KVM and SEV ioctls.
-//! - [`cvm`]: SNP and TDX launch ioctl sequences behind a trait (recorded in tests).
+//! - [`cvm`]: SNP and TDX launch ioctl sequences behind a trait (recorded in tests; bound to real
+//!   fds by [`kvm::confidential`]).
 //! - [`demo`]: `cvm-launch demo`, the whole simulated flow as processes of the four programs.
 //! - [`linux`]: Linux direct boot (bzImage, zero page, long-mode entry) as a launch plan.
 //! - [`vmm`]: the `sim` backend: a plan on plain KVM, vCPU loop, exits.
+//! - [`hardware`]: the `snp` and `tdx` backends: a plan on a confidential VM, vCPU threads, exits.
 //! - [`devices`]: COM1 (8250) and the simulated PSP's I/O ports.
 //! - [`run`]: `cvm-launch run`: arguments, from inputs to a stopped guest, exit codes.
 //! - [`sim_psp`]: the simulated AMD secure processor signing with the plan's digest.
@@ -23,6 +25,7 @@ pub mod cvm;
 pub mod demo;
 pub mod devices;
 pub mod guid;
+pub mod hardware;
 pub mod inputs;
 #[allow(unsafe_code)]
 pub mod kvm;

@@ -13,7 +13,8 @@ use cvm_launch::run::linux_inputs;
 /// cvm-launch: launches confidential VMs and computes their launch measurements offline.
 ///
 /// Supported now: `demo`, `measure --tee snp|tdx`, `probe`, `run --tee sim` (firmware or a Linux
-/// kernel); `run --tee snp|tdx` stops with exit 2 on hosts whose KVM lacks those VM types.
+/// kernel); `run --tee snp|tdx` stops with exit 2 on hosts whose KVM lacks those VM types and
+/// otherwise launches on them (not yet run on SNP or TDX hardware).
 #[derive(Parser)]
 #[command(name = "cvm-launch", version)]
 struct Cli {
@@ -25,7 +26,7 @@ struct Cli {
 enum Tee {
     /// AMD SEV-SNP.
     Snp,
-    /// Intel TDX (`measure` prints MRTD; `run` is not implemented yet).
+    /// Intel TDX (`measure` prints MRTD).
     Tdx,
     /// Plain KVM with a simulated TEE (`run` only).
     Sim,
@@ -119,9 +120,12 @@ enum Command {
     /// booted directly (--kernel/--initrd/--append); COM1 (8250) on stdout (and stdin with
     /// --kernel), a summary on stderr.
     /// `--tee snp|tdx`: checks this host's KVM first and stops with exit 2 when it lacks the VM
-    /// type. Exit 0 when the guest halts, reboots or shuts down; 1 when the VM fails; 2 for
-    /// unusable arguments or hosts.
-    Run(RunArgs),
+    /// type; otherwise launches on a real SNP VM (the same plan as `measure`, --host-data,
+    /// --id-block/--id-auth) or TD (TDVF --firmware, --mrconfigid/--mrowner, GetQuote to
+    /// --quote-socket), with guest_memfd memory, COM1 polled on stdout, one thread per vCPU.
+    /// Exit 0 when the guest halts, reboots or shuts down; 1 when the VM fails; 2 for unusable
+    /// arguments or hosts.
+    Run(Box<RunArgs>),
 }
 
 fn measure_tdx(firmware: &std::path::Path, format: Format) -> ExitCode {
@@ -285,6 +289,6 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run(args) => cvm_launch::run::command(args),
+        Command::Run(args) => cvm_launch::run::command(*args),
     }
 }

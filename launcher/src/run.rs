@@ -1,10 +1,18 @@
 //! `cvm-launch run`: the command's arguments, then plan → digest → simulated PSP → VM for
 //! `--tee sim` (firmware or a direct Linux boot), optionally serving the PSP socket afterwards;
-//! `--tee snp|tdx` first checks that this host's KVM can create such VMs.
+//! `--tee snp|tdx` first checks that this host's KVM can create such VMs, then launches the plan
+//! (SNP) or the TDVF image (TDX) on one ([`crate::hardware`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cvm::exits::QuoteService;
+use crate::cvm::quote::{NoQuoteService, SimQuoteSocket};
+use crate::cvm::snp::{DEFAULT_POLICY, ID_AUTH_LEN, ID_BLOCK_LEN, IdBlock, SnpLaunchParams};
+use crate::hardware::tdx::TdxRunParams;
+use crate::hardware::{HwError, HwOutcome, HwRunConfig};
 
 use crate::devices::psp::ReportSigner;
 use crate::inputs::{InputError, LinuxInputs, SnpInputs};
@@ -25,6 +33,8 @@ pub const DEFAULT_FIRMWARE_MIB: u32 = 16;
 pub const DEFAULT_KERNEL_MIB: u32 = 512;
 /// How long a firmware run may take without `--timeout`.
 pub const DEFAULT_FIRMWARE_TIMEOUT_SECS: u64 = 120;
+/// Guest RAM of an SNP or TDX run without `--memory`.
+pub const DEFAULT_HARDWARE_MIB: u32 = 512;
 /// CPU type of a direct boot without `--cpu-type` (a long-mode VMSA carries no CPU signature).
 pub const DEFAULT_KERNEL_CPU: &str = "EPYC-v4";
 
@@ -91,6 +101,24 @@ pub struct RunArgs {
     /// HOST_DATA for the reports, 64 hex digits (default zero).
     #[arg(long)]
     pub host_data: Option<String>,
+    /// SNP: the 96-byte ID block given to SNP_LAUNCH_FINISH (SEV-SNP ABI §8.18).
+    #[arg(long, requires = "id_auth")]
+    pub id_block: Option<PathBuf>,
+    /// SNP: the 4096-byte ID authentication information for --id-block (AUTH_KEY_EN is set when
+    /// it names an author key algorithm).
+    #[arg(long, requires = "id_block")]
+    pub id_auth: Option<PathBuf>,
+    /// TDX: MRCONFIGID, 96 hex digits (default zero).
+    #[arg(long)]
+    pub mrconfigid: Option<String>,
+    /// TDX: MROWNER, 96 hex digits (default zero).
+    #[arg(long)]
+    pub mrowner: Option<String>,
+    /// TDX: answer the guest's GetQuote through this Unix socket, which speaks the simulated PSP
+    /// socket's wire format (e.g. another `cvm-launch run --tee sim --sim-socket PATH`); without
+    /// it GetQuote reports the service unavailable.
+    #[arg(long)]
+    pub quote_socket: Option<PathBuf>,
 }
 
 /// Runs `cvm-launch run`. Exit codes: 0 the guest stopped by itself (halt, reset, shutdown);
@@ -100,9 +128,11 @@ pub fn command(args: RunArgs) -> ExitCode {
     match args.tee {
         RunTee::Sim => {}
         tee => {
-            let e = hardware_refusal(tee, &crate::probe::probe());
-            eprintln!("cvm-launch: {e}");
-            return ExitCode::from(2);
+            if let Some(e) = hardware_refusal(tee, &crate::probe::probe()) {
+                eprintln!("cvm-launch: {e}");
+                return ExitCode::from(2);
+            }
+            return hardware_command(args);
         }
     }
     let sim = match sim_args(args) {
@@ -138,39 +168,262 @@ pub fn command(args: RunArgs) -> ExitCode {
 }
 
 /// Why `run --tee snp|tdx` does not start on this host, from the probe: the first missing
-/// piece, with what to do instead.
-pub fn hardware_refusal(tee: RunTee, probe: &ProbeReport) -> String {
+/// piece, with what to do instead; `None` when KVM offers the VM type.
+pub fn hardware_refusal(tee: RunTee, probe: &ProbeReport) -> Option<String> {
     let (name, a_name, vm_type, present) = match tee {
         RunTee::Snp => ("SNP", "an SNP", "KVM_X86_SNP_VM=4", probe.snp_vm),
         RunTee::Tdx => ("TDX", "a TDX", "KVM_X86_TDX_VM=5", probe.tdx_vm),
-        RunTee::Sim => return String::new(),
+        RunTee::Sim => return None,
     };
     let flag = name.to_ascii_lowercase();
     if let Some(e) = &probe.kvm_error {
-        return format!("run --tee {flag}: {e}; nothing was started");
+        return Some(format!("run --tee {flag}: {e}; nothing was started"));
     }
-    if !present {
-        return format!(
-            "this host's KVM offers no {name} VMs (KVM_CAP_VM_TYPES {} lacks {vm_type}); nothing was started: use --tee sim, or run on {a_name} host: see README, \"Running on real SEV-SNP / TDX hardware\" (`cvm-launch probe` shows what this host has)",
-            probe.vm_types_mask.as_deref().unwrap_or("unknown"),
-        );
+    (!present).then(|| format!(
+        "this host's KVM offers no {name} VMs (KVM_CAP_VM_TYPES {} lacks {vm_type}); nothing was started: use --tee sim, or run on {a_name} host: see README, \"Running on real SEV-SNP / TDX hardware\" (`cvm-launch probe` shows what this host has)",
+        probe.vm_types_mask.as_deref().unwrap_or("unknown"),
+    ))
+}
+
+/// `run --tee snp|tdx` on a host that offers the VM type: arguments (exit 2), launch and run
+/// (exit 0 when the guest stops by itself, 1 when the VM fails, 2 when the host cannot).
+fn hardware_command(args: RunArgs) -> ExitCode {
+    let hw = match hardware_args(args) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("cvm-launch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run_hardware(&hw) {
+        Ok(out) => {
+            eprintln!(
+                "cvm-launch: {} (vCPU {}, {} exits, guest faults {:?})",
+                out.stop, out.vcpu, out.exits, out.faults
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ RunCliError::Inputs(_)) => {
+            eprintln!("cvm-launch: {e}");
+            ExitCode::from(2)
+        }
+        Err(RunCliError::Hardware(e)) if e.nothing_started() => {
+            eprintln!("cvm-launch: {e}; nothing was started");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("cvm-launch: {e}");
+            ExitCode::from(1)
+        }
     }
-    format!(
-        "this host's KVM offers {name} VMs, but this build of cvm-launch launches them only as recorded ioctl sequences (launcher/src/cvm/); nothing was started"
-    )
+}
+
+/// What `run --tee snp|tdx` launches.
+#[derive(Clone, Debug)]
+pub enum HwBoot {
+    /// An SNP guest: the same plan as `measure --tee snp` / `run --tee sim`.
+    Snp {
+        /// What to boot.
+        boot: Boot,
+        /// Policy, HOST_DATA, ID block.
+        launch: SnpLaunchParams,
+    },
+    /// A TD from a TDVF image.
+    Tdx {
+        /// The TDVF firmware image.
+        firmware: PathBuf,
+        /// vCPUs, MRCONFIGID, MROWNER.
+        params: TdxRunParams,
+        /// Where GetQuote goes.
+        quote_socket: Option<PathBuf>,
+    },
+}
+
+/// What `run --tee snp|tdx` takes.
+#[derive(Clone, Debug)]
+pub struct HwRunArgs {
+    /// What to launch.
+    pub boot: HwBoot,
+    /// Memory and timeout.
+    pub cfg: HwRunConfig,
+}
+
+/// Turns the command's arguments into a hardware run; flags of another TEE are refused.
+pub fn hardware_args(a: RunArgs) -> Result<HwRunArgs, RunCliError> {
+    let tee = if a.tee == RunTee::Tdx { "tdx" } else { "snp" };
+    let sim_only = [
+        (a.sim_dir.is_some(), "--sim-dir"),
+        (a.sim_socket.is_some(), "--sim-socket"),
+        (a.linger, "--linger"),
+    ];
+    let other = if a.tee == RunTee::Tdx {
+        vec![
+            (a.kernel.is_some(), "--kernel"),
+            (a.cpu_type.is_some(), "--cpu-type"),
+            (a.vmm_type.is_some(), "--vmm-type"),
+            (a.guest_features.is_some(), "--guest-features"),
+            (a.host_data.is_some(), "--host-data"),
+            (a.id_block.is_some(), "--id-block"),
+        ]
+    } else {
+        vec![
+            (a.mrconfigid.is_some(), "--mrconfigid"),
+            (a.mrowner.is_some(), "--mrowner"),
+            (a.quote_socket.is_some(), "--quote-socket"),
+        ]
+    };
+    if let Some((_, flag)) = sim_only.into_iter().chain(other).find(|(given, _)| *given) {
+        return Err(RunCliError::NotFor { flag, tee });
+    }
+    let memory_mib = a.memory.unwrap_or(DEFAULT_HARDWARE_MIB);
+    let cfg = HwRunConfig {
+        low_ram_bytes: (memory_mib as usize) << 20,
+        timeout: a.timeout.map(Duration::from_secs),
+    };
+    let boot = if a.tee == RunTee::Tdx {
+        HwBoot::Tdx {
+            firmware: a.firmware.ok_or(RunCliError::NothingToBoot)?,
+            params: TdxRunParams {
+                vcpus: a.vcpus,
+                mrconfigid: hex48("--mrconfigid", a.mrconfigid.as_deref())?,
+                mrowner: hex48("--mrowner", a.mrowner.as_deref())?,
+            },
+            quote_socket: a.quote_socket,
+        }
+    } else {
+        let id = match (a.id_block, a.id_auth) {
+            (Some(b), Some(auth)) => Some(IdBlock {
+                block: Box::new(read_exact::<ID_BLOCK_LEN>("--id-block", &b)?),
+                auth: Box::new(read_exact::<ID_AUTH_LEN>("--id-auth", &auth)?),
+            }),
+            _ => None,
+        };
+        let launch = SnpLaunchParams {
+            policy: DEFAULT_POLICY,
+            host_data: parse_host_data(a.host_data.as_deref())?,
+            cpuid_page: None,
+            id,
+        };
+        let boot = match (a.firmware, a.kernel) {
+            (_, Some(kernel)) => Boot::Linux(linux_inputs(
+                kernel,
+                a.initrd,
+                a.append,
+                Some(memory_mib),
+                a.cpu_type,
+                a.vmm_type,
+                a.guest_features,
+            )),
+            (Some(firmware), None) => Boot::Firmware(SnpInputs {
+                firmware,
+                vcpus: a.vcpus,
+                cpu_type: a.cpu_type.ok_or(RunCliError::NeedsCpuType)?,
+                vmm_type: a.vmm_type,
+                guest_features: a.guest_features,
+                kernel: None,
+                initrd: None,
+                append: None,
+            }),
+            (None, None) => return Err(RunCliError::NothingToBoot),
+        };
+        HwBoot::Snp { boot, launch }
+    };
+    Ok(HwRunArgs { boot, cfg })
+}
+
+/// Launches and runs `hw` with its console on stdout.
+pub fn run_hardware(hw: &HwRunArgs) -> Result<HwOutcome, RunCliError> {
+    match &hw.boot {
+        HwBoot::Snp { boot, launch } => {
+            let plan = boot.plan()?;
+            for w in plan.warnings() {
+                eprintln!("cvm-launch: warning: {w}");
+            }
+            eprintln!(
+                "cvm-launch: SNP launch, expected measurement {}",
+                hex::encode(snp_digest(&plan))
+            );
+            Ok(crate::hardware::snp::run(
+                &plan,
+                launch.clone(),
+                &hw.cfg,
+                std::io::stdout(),
+            )?)
+        }
+        HwBoot::Tdx {
+            firmware,
+            params,
+            quote_socket,
+        } => {
+            let image = std::fs::read(firmware).map_err(|source| {
+                RunCliError::Inputs(InputError::Read {
+                    what: "firmware",
+                    path: firmware.clone(),
+                    source,
+                })
+            })?;
+            let quote: Arc<dyn QuoteService + Send + Sync> = match quote_socket {
+                Some(path) => Arc::new(SimQuoteSocket { path: path.clone() }),
+                None => Arc::new(NoQuoteService),
+            };
+            Ok(crate::hardware::tdx::run(
+                &image,
+                params,
+                quote,
+                &hw.cfg,
+                std::io::stdout(),
+            )?)
+        }
+    }
+}
+
+/// `--host-data`: 64 hex digits, zero when absent.
+fn parse_host_data(h: Option<&str>) -> Result<[u8; 32], RunCliError> {
+    match h.map(hex::decode) {
+        None => Ok([0u8; 32]),
+        Some(Ok(b)) => b.try_into().map_err(|_| RunCliError::HostData),
+        Some(Err(_)) => Err(RunCliError::HostData),
+    }
+}
+
+/// A 48-byte measurement register value in hex (zero when absent).
+fn hex48(flag: &'static str, h: Option<&str>) -> Result<[u8; 48], RunCliError> {
+    match h.map(hex::decode) {
+        None => Ok([0u8; 48]),
+        Some(Ok(b)) => b.try_into().map_err(|_| RunCliError::Hex48(flag)),
+        Some(Err(_)) => Err(RunCliError::Hex48(flag)),
+    }
+}
+
+/// A file of exactly `N` bytes.
+fn read_exact<const N: usize>(flag: &'static str, path: &Path) -> Result<[u8; N], RunCliError> {
+    let bad = |reason: String| RunCliError::IdFile {
+        flag,
+        path: path.display().to_string(),
+        reason,
+    };
+    let b = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let len = b.len();
+    b.try_into()
+        .map_err(|_| bad(format!("{len} bytes, expected {N}")))
 }
 
 /// Turns the command's arguments into a simulated run.
 fn sim_args(a: RunArgs) -> Result<SimRunArgs, RunCliError> {
+    let hardware_only = [
+        (a.id_block.is_some(), "--id-block"),
+        (a.mrconfigid.is_some(), "--mrconfigid"),
+        (a.mrowner.is_some(), "--mrowner"),
+        (a.quote_socket.is_some(), "--quote-socket"),
+    ];
+    if let Some((_, flag)) = hardware_only.into_iter().find(|(given, _)| *given) {
+        return Err(RunCliError::NotFor { flag, tee: "sim" });
+    }
     let sim_dir = a.sim_dir.ok_or(RunCliError::NeedsSimDir)?;
-    let host_data = match a.host_data.as_deref().map(hex::decode) {
-        None => [0u8; 32],
-        Some(Ok(b)) => b.try_into().map_err(|_| RunCliError::HostData)?,
-        Some(Err(_)) => return Err(RunCliError::HostData),
-    };
+    let host_data = parse_host_data(a.host_data.as_deref())?;
     let (boot, memory_mib, timeout) = match (a.firmware, a.kernel) {
         (_, Some(kernel)) => (
-            SimBoot::Linux(linux_inputs(
+            Boot::Linux(linux_inputs(
                 kernel,
                 a.initrd,
                 a.append,
@@ -183,7 +436,7 @@ fn sim_args(a: RunArgs) -> Result<SimRunArgs, RunCliError> {
             a.timeout,
         ),
         (Some(firmware), None) => (
-            SimBoot::Firmware(SnpInputs {
+            Boot::Firmware(SnpInputs {
                 firmware,
                 vcpus: a.vcpus,
                 cpu_type: a.cpu_type.ok_or(RunCliError::NeedsCpuType)?,
@@ -231,16 +484,16 @@ pub fn linux_inputs(
     }
 }
 
-/// What a simulated run boots.
+/// What a simulated or SNP run boots.
 #[derive(Clone, Debug)]
-pub enum SimBoot {
+pub enum Boot {
     /// A firmware image from its reset vector.
     Firmware(SnpInputs),
     /// A Linux kernel directly, in long mode.
     Linux(LinuxInputs),
 }
 
-impl SimBoot {
+impl Boot {
     fn plan(&self) -> Result<LaunchPlan, InputError> {
         match self {
             Self::Firmware(i) => i.plan(),
@@ -253,7 +506,7 @@ impl SimBoot {
 #[derive(Clone, Debug)]
 pub struct SimRunArgs {
     /// What to boot.
-    pub boot: SimBoot,
+    pub boot: Boot,
     /// Simulator directory (`cvm-attest sim init --out DIR`).
     pub sim_dir: PathBuf,
     /// Serve the simulated PSP to host processes on this Unix socket.
@@ -303,6 +556,30 @@ pub enum RunCliError {
     /// HOST_DATA malformed.
     #[error("--host-data must be 64 hex digits (32 bytes)")]
     HostData,
+    /// MRCONFIGID / MROWNER malformed.
+    #[error("{0} must be 96 hex digits (48 bytes)")]
+    Hex48(&'static str),
+    /// An ID block or ID authentication file.
+    #[error("{flag} {path}: {reason}")]
+    IdFile {
+        /// The flag.
+        flag: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A flag of another TEE.
+    #[error("{flag} does not apply to run --tee {tee}")]
+    NotFor {
+        /// The flag.
+        flag: &'static str,
+        /// The TEE.
+        tee: &'static str,
+    },
+    /// The SNP or TDX run.
+    #[error(transparent)]
+    Hardware(#[from] HwError),
 }
 
 /// The simulated PSP of one launch: its plan, the measurements the plan gives, and the signer
@@ -362,7 +639,7 @@ pub fn run(args: &SimRunArgs) -> Result<(RunOutcome, [u8; 48]), RunCliError> {
             Some(_) => SimRunConfig::default().max_exits,
             None => u64::MAX,
         },
-        stdin_console: matches!(args.boot, SimBoot::Linux(_)),
+        stdin_console: matches!(args.boot, Boot::Linux(_)),
     };
     let outcome = run_sim(&plan, signer, std::io::stdout(), &cfg)?;
     if args.linger && socket.is_some() {
@@ -398,12 +675,20 @@ mod tests {
 
     #[test]
     fn refusal_names_the_missing_vm_type_and_what_to_do() {
-        let m = hardware_refusal(RunTee::Snp, &probe(false, true, None));
+        assert_eq!(
+            hardware_refusal(RunTee::Snp, &probe(true, false, None)),
+            None
+        );
+        assert_eq!(
+            hardware_refusal(RunTee::Tdx, &probe(false, true, None)),
+            None
+        );
+        let m = hardware_refusal(RunTee::Snp, &probe(false, true, None)).unwrap();
         assert!(m.contains("offers no SNP VMs"), "{m}");
         assert!(m.contains("KVM_X86_SNP_VM=4"), "{m}");
         assert!(m.contains("use --tee sim"), "{m}");
         assert!(m.contains("README"), "{m}");
-        let m = hardware_refusal(RunTee::Tdx, &probe(true, false, None));
+        let m = hardware_refusal(RunTee::Tdx, &probe(true, false, None)).unwrap();
         assert!(
             m.contains("offers no TDX VMs") && m.contains("KVM_X86_TDX_VM=5"),
             "{m}"
@@ -411,7 +696,8 @@ mod tests {
         let m = hardware_refusal(
             RunTee::Snp,
             &probe(false, false, Some("cannot open /dev/kvm")),
-        );
+        )
+        .unwrap();
         assert!(m.contains("cannot open /dev/kvm"), "{m}");
     }
 
@@ -432,13 +718,117 @@ mod tests {
             memory: None,
             timeout: None,
             host_data: None,
+            id_block: None,
+            id_auth: None,
+            mrconfigid: None,
+            mrowner: None,
+            quote_socket: None,
         }
+    }
+
+    fn hw(tee: RunTee) -> RunArgs {
+        RunArgs {
+            sim_dir: None,
+            firmware: Some("fw".into()),
+            kernel: None,
+            cpu_type: Some("EPYC-v4".into()),
+            ..args(tee)
+        }
+    }
+
+    #[test]
+    fn hardware_runs_refuse_flags_of_another_tee() {
+        let mut a = hw(RunTee::Snp);
+        a.quote_socket = Some("q".into());
+        assert!(matches!(
+            hardware_args(a),
+            Err(RunCliError::NotFor {
+                flag: "--quote-socket",
+                tee: "snp"
+            })
+        ));
+        let mut a = hw(RunTee::Tdx);
+        a.cpu_type = None;
+        a.id_block = Some("id".into());
+        assert!(matches!(
+            hardware_args(a),
+            Err(RunCliError::NotFor {
+                flag: "--id-block",
+                tee: "tdx"
+            })
+        ));
+        let mut a = hw(RunTee::Snp);
+        a.sim_dir = Some("sim".into());
+        assert!(matches!(
+            hardware_args(a),
+            Err(RunCliError::NotFor {
+                flag: "--sim-dir",
+                ..
+            })
+        ));
+        let mut a = args(RunTee::Sim);
+        a.mrowner = Some("00".into());
+        assert!(matches!(
+            sim_args(a),
+            Err(RunCliError::NotFor {
+                flag: "--mrowner",
+                tee: "sim"
+            })
+        ));
+    }
+
+    #[test]
+    fn tdx_measurement_registers_are_48_bytes_of_hex() {
+        let mut a = hw(RunTee::Tdx);
+        a.cpu_type = None;
+        a.mrconfigid = Some("ab".repeat(48));
+        a.quote_socket = Some("q.sock".into());
+        let HwBoot::Tdx {
+            params,
+            quote_socket,
+            ..
+        } = hardware_args(a).unwrap().boot
+        else {
+            panic!("not a TDX run")
+        };
+        assert_eq!(params.mrconfigid, [0xab; 48]);
+        assert_eq!(params.mrowner, [0; 48]);
+        assert_eq!(quote_socket, Some("q.sock".into()));
+        let mut a = hw(RunTee::Tdx);
+        a.cpu_type = None;
+        a.mrowner = Some("ab".repeat(47));
+        assert!(matches!(
+            hardware_args(a),
+            Err(RunCliError::Hex48("--mrowner"))
+        ));
+    }
+
+    #[test]
+    fn the_id_block_files_must_have_their_abi_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (block, auth) = (dir.path().join("id"), dir.path().join("auth"));
+        std::fs::write(&block, [7u8; 96]).unwrap();
+        std::fs::write(&auth, [0u8; 4095]).unwrap();
+        let mut a = hw(RunTee::Snp);
+        (a.id_block, a.id_auth) = (Some(block.clone()), Some(auth.clone()));
+        let e = hardware_args(a.clone()).unwrap_err().to_string();
+        assert!(
+            e.contains("--id-auth") && e.contains("4095 bytes, expected 4096"),
+            "{e}"
+        );
+        std::fs::write(&auth, [0u8; 4096]).unwrap();
+        let HwBoot::Snp { launch, .. } = hardware_args(a).unwrap().boot else {
+            panic!("not an SNP run")
+        };
+        let id = launch.id.unwrap();
+        assert_eq!(*id.block, [7u8; 96]);
+        assert_eq!(launch.policy, DEFAULT_POLICY);
     }
 
     #[test]
     fn a_kernel_run_defaults_to_a_console_on_com1_and_no_timeout() {
         let s = sim_args(args(RunTee::Sim)).unwrap();
-        let SimBoot::Linux(l) = &s.boot else {
+        let Boot::Linux(l) = &s.boot else {
             panic!("not a Linux boot")
         };
         assert_eq!(l.append, DEFAULT_APPEND);

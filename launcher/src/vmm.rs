@@ -125,6 +125,8 @@ pub enum GuestStop {
     Reset,
     /// The guest shut down: a triple fault (the last resort of a reboot, or a crash).
     TripleFault,
+    /// The guest powered off (`KVM_SYSTEM_EVENT_SHUTDOWN`; confidential VMs).
+    Shutdown,
 }
 
 impl std::fmt::Display for GuestStop {
@@ -133,6 +135,7 @@ impl std::fmt::Display for GuestStop {
             Self::Halted => "guest halted",
             Self::Reset => "guest reset itself (i8042 reset: a reboot)",
             Self::TripleFault => "guest shut down (triple fault: a reboot or a crash)",
+            Self::Shutdown => "guest powered off",
         })
     }
 }

@@ -5,13 +5,17 @@
 //! - [`CvmOps`]: one method per `KVM_MEMORY_ENCRYPT_OP` flavour (SEV command on the VM fd, TDX
 //!   command on the VM fd or a vCPU fd); payloads are the kernel structs as bytes.
 //! - [`Recorder`]: a [`CvmOps`] that records every call (and completes it as the kernel would).
-//! - [`snp`]: KVM_SEV_INIT2 → SNP_LAUNCH_START → SNP_LAUNCH_UPDATE… → SNP_LAUNCH_FINISH.
-//! - [`tdx`]: KVM_TDX_INIT_VM → INIT_VCPU… → INIT_MEM_REGION… → FINALIZE_VM.
+//! - [`snp`]: KVM_SEV_INIT2 (before vCPUs exist) → SNP_LAUNCH_START → SNP_LAUNCH_UPDATE… →
+//!   SNP_LAUNCH_FINISH.
+//! - [`tdx`]: KVM_TDX_CAPABILITIES → INIT_VM (before vCPUs exist) → INIT_VCPU + GET_CPUID… →
+//!   INIT_MEM_REGION… → FINALIZE_VM.
 //! - [`exits`]: runtime exits (MAP_GPA_RANGE, memory faults, TDX GetQuote) over [`exits::MemoryOps`].
 //! - [`quote`]: GetQuote answered by the simulated PSP socket.
 //!
-//! Not here yet: the implementation of [`CvmOps`] and [`exits::MemoryOps`] on real KVM file
-//! descriptors (it needs an SNP or TDX host to be tested); `cvm-launch run --tee snp|tdx` says so.
+//! The implementation of [`CvmOps`] and [`exits::MemoryOps`] on real KVM file descriptors is
+//! [`crate::kvm::confidential`]; [`crate::hardware`] drives it for `cvm-launch run --tee snp|tdx`.
+//! On this project's machines (no SNP or TDX) only its failure paths on a default VM are tested;
+//! the launch itself has not been run on SNP or TDX hardware.
 
 pub mod exits;
 pub mod quote;
@@ -46,6 +50,54 @@ pub enum OpsError {
         /// Size in bytes.
         size: u64,
     },
+}
+
+/// What a launch sequence issues: the confidential-VM commands and, before SNP_LAUNCH_UPDATE /
+/// TDX INIT_MEM_REGION, `KVM_SET_MEMORY_ATTRIBUTES` (KVM requires those ranges to be private).
+pub trait LaunchOps: CvmOps + exits::MemoryOps {}
+
+impl<T: CvmOps + exits::MemoryOps> LaunchOps for T {}
+
+/// Bytes copied into whole 4 KiB pages aligned to 4 KiB (TDX INIT_MEM_REGION requires a
+/// page-aligned `source_addr`; SNP_LAUNCH_UPDATE gets the same), zero-padded to a page boundary.
+#[derive(Debug)]
+pub struct AlignedPages(Vec<Page>);
+
+#[repr(C, align(4096))]
+#[derive(Clone, Debug)]
+struct Page([u8; 4096]);
+
+impl AlignedPages {
+    /// `bytes`, zero-padded to whole pages.
+    pub fn new(bytes: &[u8]) -> Self {
+        Self(
+            bytes
+                .chunks(4096)
+                .map(|c| {
+                    let mut p = Page([0; 4096]);
+                    if let Some(dst) = p.0.get_mut(..c.len()) {
+                        dst.copy_from_slice(c);
+                    }
+                    p
+                })
+                .collect(),
+        )
+    }
+
+    /// The host address of the first page (4 KiB aligned; the pages are contiguous).
+    pub fn addr(&self) -> u64 {
+        self.0.as_ptr() as u64
+    }
+
+    /// Length in bytes (a multiple of 4096).
+    pub fn len(&self) -> u64 {
+        self.0.len() as u64 * 4096
+    }
+
+    /// Whether there are no pages.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// The confidential-VM commands of KVM (`KVM_MEMORY_ENCRYPT_OP`).

@@ -40,6 +40,17 @@ impl QuoteService for SimQuoteSocket {
     }
 }
 
+/// The quote service of a TDX run without `--quote-socket`: every GetQuote is answered with
+/// "service unavailable" in the guest's buffer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoQuoteService;
+
+impl QuoteService for NoQuoteService {
+    fn quote(&self, _: &[u8]) -> Result<Vec<u8>, String> {
+        Err("no quote service (run with --quote-socket PATH)".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -62,6 +73,24 @@ mod tests {
             q.extend_from_slice(rd);
             Ok(q)
         }
+    }
+
+    #[test]
+    fn without_a_socket_get_quote_reports_the_service_unavailable() {
+        let mut rec = Recorder {
+            memory: vec![0; 0x2000],
+            ..Recorder::default()
+        };
+        rec.memory[..8].copy_from_slice(&1u64.to_le_bytes());
+        rec.memory[16..20].copy_from_slice(&1024u32.to_le_bytes());
+        assert_eq!(
+            get_quote(&mut rec, &NoQuoteService, 0, 0x2000),
+            TDVMCALL_STATUS_SUCCESS
+        );
+        assert_eq!(
+            &rec.memory[8..16],
+            &crate::cvm::exits::GET_QUOTE_SERVICE_UNAVAILABLE.to_le_bytes()
+        );
     }
 
     #[test]

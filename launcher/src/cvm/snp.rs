@@ -17,7 +17,7 @@ use kvm_bindings::{
     sev_cmd_id_KVM_SEV_SNP_LAUNCH_START, sev_cmd_id_KVM_SEV_SNP_LAUNCH_UPDATE,
 };
 
-use super::{CvmOps, OpsError, get_u64, put};
+use super::{AlignedPages, CvmOps, LaunchOps, OpsError, exits, get_u64, put};
 use crate::plan::{LaunchPlan, LaunchUpdate};
 
 /// KVM_SEV_INIT2.
@@ -37,6 +37,27 @@ const _: () = assert!(size_of::<kvm_sev_snp_launch_update>() == 64);
 const _: () = assert!(size_of::<kvm_sev_snp_launch_start>() == 64);
 const _: () = assert!(size_of::<kvm_sev_init>() == 48);
 
+/// Size of the ID block (SEV-SNP ABI spec §8.18, Table "ID Block": LD, FAMILY_ID, IMAGE_ID,
+/// VERSION, GUEST_SVN, POLICY).
+pub const ID_BLOCK_LEN: usize = 96;
+/// Size of the ID authentication information structure (ABI spec §8.18, Table "ID
+/// Authentication Information Structure").
+pub const ID_AUTH_LEN: usize = 4096;
+/// Offset of AUTH_KEY_ALGO in the ID authentication information: non-zero when it carries an
+/// author key (then AUTH_KEY_EN is set).
+const ID_AUTH_AUTH_KEY_ALGO: usize = 4;
+
+/// The name of SEV command `id` (for errors).
+pub fn command_name(id: u32) -> &'static str {
+    match id {
+        SEV_INIT2 => "KVM_SEV_INIT2",
+        SNP_LAUNCH_START => "KVM_SEV_SNP_LAUNCH_START",
+        SNP_LAUNCH_UPDATE => "KVM_SEV_SNP_LAUNCH_UPDATE",
+        SNP_LAUNCH_FINISH => "KVM_SEV_SNP_LAUNCH_FINISH",
+        _ => "KVM_MEMORY_ENCRYPT_OP (SEV)",
+    }
+}
+
 /// Default guest policy: SMT allowed (bit 16), reserved bit 17 set, ABI 0.0; no debug, no migration.
 pub const DEFAULT_POLICY: u64 = 0x3_0000;
 /// GHCB protocol version SNP guests speak.
@@ -55,6 +76,18 @@ pub struct SnpLaunchParams {
     pub host_data: [u8; 32],
     /// The CPUID table page KVM hands to the PSP for each CPUID page of the plan.
     pub cpuid_page: Option<Box<[u8; 4096]>>,
+    /// The ID block and its authentication information for SNP_LAUNCH_FINISH.
+    pub id: Option<IdBlock>,
+}
+
+/// An ID block with its ID authentication information (SEV-SNP ABI spec §8.18): the PSP checks
+/// the signature and puts the IDs and key digests into every attestation report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdBlock {
+    /// The 96-byte ID block.
+    pub block: Box<[u8; ID_BLOCK_LEN]>,
+    /// The 4096-byte ID authentication information.
+    pub auth: Box<[u8; ID_AUTH_LEN]>,
 }
 
 /// `kvm_sev_init` for INIT2.
@@ -110,14 +143,42 @@ pub fn launch_update_bytes(gpa: u64, uaddr: u64, len: u64, page_type: u8) -> [u8
     b
 }
 
-/// `kvm_sev_snp_launch_finish` with HOST_DATA and no ID block.
-pub fn launch_finish_bytes(host_data: &[u8; 32]) -> [u8; LAUNCH_FINISH_LEN] {
+/// `kvm_sev_snp_launch_finish` with HOST_DATA and, when given, the ID block: its address,
+/// its authentication information's address, ID_BLOCK_EN = 1 and AUTH_KEY_EN = 1 when the
+/// authentication information names an author key algorithm.
+pub fn launch_finish_bytes(host_data: &[u8; 32], id: Option<&IdBlock>) -> [u8; LAUNCH_FINISH_LEN] {
     let mut b = [0u8; LAUNCH_FINISH_LEN];
     put(
         &mut b,
         offset_of!(kvm_sev_snp_launch_finish, host_data),
         host_data,
     );
+    if let Some(id) = id {
+        put(
+            &mut b,
+            offset_of!(kvm_sev_snp_launch_finish, id_block_uaddr),
+            &(id.block.as_ptr() as u64).to_le_bytes(),
+        );
+        put(
+            &mut b,
+            offset_of!(kvm_sev_snp_launch_finish, id_auth_uaddr),
+            &(id.auth.as_ptr() as u64).to_le_bytes(),
+        );
+        put(
+            &mut b,
+            offset_of!(kvm_sev_snp_launch_finish, id_block_en),
+            &[1],
+        );
+        let author_key = id
+            .auth
+            .get(ID_AUTH_AUTH_KEY_ALGO..ID_AUTH_AUTH_KEY_ALGO + 4)
+            .is_some_and(|a| a.iter().any(|&x| x != 0));
+        put(
+            &mut b,
+            offset_of!(kvm_sev_snp_launch_finish, auth_key_en),
+            &[u8::from(author_key)],
+        );
+    }
     b
 }
 
@@ -145,7 +206,9 @@ pub(crate) fn complete_update(payload: &mut [u8]) {
     );
 }
 
-fn update(ops: &mut dyn CvmOps, gpa: u64, uaddr: u64, len: u64, t: u8) -> Result<(), OpsError> {
+fn update(ops: &mut dyn LaunchOps, gpa: u64, uaddr: u64, len: u64, t: u8) -> Result<(), OpsError> {
+    // INVARIANT: KVM accepts SNP_LAUNCH_UPDATE only for private GPAs.
+    exits::convert(ops, gpa, len, true)?;
     let mut p = launch_update_bytes(gpa, uaddr, len, t);
     for _ in 0..MAX_UPDATE_RETRIES {
         ops.sev_op(SNP_LAUNCH_UPDATE, &mut p)?;
@@ -157,17 +220,25 @@ fn update(ops: &mut dyn CvmOps, gpa: u64, uaddr: u64, len: u64, t: u8) -> Result
     Err(OpsError::NoProgress("SNP_LAUNCH_UPDATE"))
 }
 
-/// Issues the SNP launch of `plan`: INIT2, LAUNCH_START, one LAUNCH_UPDATE per plan update (in
-/// plan order, the order the digest is computed in), LAUNCH_FINISH with HOST_DATA.
+/// KVM_SEV_INIT2 for `plan` (its SEV_FEATURES but SNPActive become `vmsa_features`).
+/// INVARIANT: before any vCPU is created (KVM refuses INIT2 on a VM with vCPUs).
+pub fn init(plan: &LaunchPlan, ops: &mut dyn CvmOps) -> Result<(), OpsError> {
+    let mut init = init2_bytes(plan.guest_features & !SNP_ACTIVE);
+    ops.sev_op(SEV_INIT2, &mut init)
+}
+
+/// Issues the SNP launch of `plan` after [`init`] and vCPU creation: LAUNCH_START, one
+/// LAUNCH_UPDATE per plan update (in plan order, the order the digest is computed in), each
+/// preceded by KVM_SET_MEMORY_ATTRIBUTES making its range private, LAUNCH_FINISH with HOST_DATA
+/// and the optional ID block.
 ///
-/// `uaddr` of data pages is the address of the plan's bytes: KVM copies them into guest_memfd.
+/// `uaddr` of data pages is a page-aligned copy of the plan's bytes: KVM copies them into
+/// guest_memfd.
 pub fn launch(
     plan: &LaunchPlan,
     params: &SnpLaunchParams,
-    ops: &mut dyn CvmOps,
+    ops: &mut dyn LaunchOps,
 ) -> Result<(), OpsError> {
-    let mut init = init2_bytes(plan.guest_features & !SNP_ACTIVE);
-    ops.sev_op(SEV_INIT2, &mut init)?;
     let mut start = launch_start_bytes(params.policy);
     ops.sev_op(SNP_LAUNCH_START, &mut start)?;
     for u in &plan.updates {
@@ -176,13 +247,10 @@ pub fn launch(
                 gpa,
                 page_type,
                 data,
-            } => update(
-                ops,
-                *gpa,
-                data.as_ptr() as u64,
-                data.len() as u64,
-                page_type.0,
-            )?,
+            } => {
+                let pages = AlignedPages::new(data);
+                update(ops, *gpa, pages.addr(), pages.len(), page_type.0)?;
+            }
             LaunchUpdate::Empty {
                 gpa,
                 page_type,
@@ -202,7 +270,7 @@ pub fn launch(
             LaunchUpdate::Vmsa { .. } => {}
         }
     }
-    let mut finish = launch_finish_bytes(&params.host_data);
+    let mut finish = launch_finish_bytes(&params.host_data, params.id.as_ref());
     ops.sev_op(SNP_LAUNCH_FINISH, &mut finish)
 }
 
@@ -229,11 +297,22 @@ mod tests {
         .unwrap()
     }
 
+    /// INIT2, then the launch (vCPUs would be created in between).
+    fn init_and_launch(
+        p: &LaunchPlan,
+        prm: &SnpLaunchParams,
+        rec: &mut Recorder,
+    ) -> Result<(), OpsError> {
+        init(p, rec)?;
+        launch(p, prm, rec)
+    }
+
     fn params() -> SnpLaunchParams {
         SnpLaunchParams {
             policy: DEFAULT_POLICY,
             host_data: core::array::from_fn(|i| i as u8 + 1),
             cpuid_page: Some(Box::new([0; 4096])),
+            id: None,
         }
     }
 
@@ -241,7 +320,7 @@ mod tests {
     fn host_data_arrives_unshifted_in_the_88_byte_finish() {
         let p = plan();
         let mut rec = Recorder::default();
-        launch(&p, &params(), &mut rec).unwrap();
+        init_and_launch(&p, &params(), &mut rec).unwrap();
         let last = rec.calls.last().unwrap();
         assert_eq!((last.target.clone(), last.id), (Target::SevVm, 102));
         assert_eq!(last.payload.len(), 88);
@@ -255,7 +334,7 @@ mod tests {
     fn recorded_updates_replay_to_the_plan_digest() {
         let p = plan();
         let mut rec = Recorder::default();
-        launch(&p, &params(), &mut rec).unwrap();
+        init_and_launch(&p, &params(), &mut rec).unwrap();
         assert_eq!(rec.calls[0].id, SEV_INIT2);
         assert_eq!(
             get_u64(&rec.calls[0].payload, 0),
@@ -277,7 +356,7 @@ mod tests {
             let t = PageType(c.payload[24]);
             if t == PageType::NORMAL {
                 let d = data.next().unwrap();
-                assert_eq!(get_u64(&c.payload, 8), d.as_ptr() as u64);
+                assert_eq!(get_u64(&c.payload, 8) % 4096, 0, "page-aligned source");
                 assert_eq!(len, d.len() as u64);
                 ld.update_normal(gpa, d);
             } else {
@@ -293,11 +372,66 @@ mod tests {
     }
 
     #[test]
+    fn every_update_range_is_made_private_just_before_it() {
+        let p = plan();
+        let mut rec = Recorder::default();
+        init_and_launch(&p, &params(), &mut rec).unwrap();
+        let mut updates = 0;
+        for (i, c) in rec.calls.iter().enumerate() {
+            if c.id != SNP_LAUNCH_UPDATE || c.target != Target::SevVm {
+                continue;
+            }
+            updates += 1;
+            let a = &rec.calls[i - 1];
+            assert_eq!(a.target, Target::MemoryAttributes);
+            let gpa = get_u64(&c.payload, 0) << 12;
+            let len = get_u64(&c.payload, 16);
+            assert_eq!(get_u64(&a.payload, 0), gpa);
+            assert_eq!(get_u64(&a.payload, 8), len);
+            assert_eq!(get_u64(&a.payload, 16), 8, "KVM_MEMORY_ATTRIBUTE_PRIVATE");
+        }
+        assert_eq!(updates, 7);
+    }
+
+    #[test]
+    fn an_id_block_sets_its_flags_and_keeps_host_data_unshifted() {
+        let mut prm = params();
+        let mut auth = Box::new([0u8; ID_AUTH_LEN]);
+        prm.id = Some(IdBlock {
+            block: Box::new([0xb1; ID_BLOCK_LEN]),
+            auth: auth.clone(),
+        });
+        let mut rec = Recorder::default();
+        init_and_launch(&plan(), &prm, &mut rec).unwrap();
+        let fin = &rec.calls.last().unwrap().payload;
+        let id = prm.id.as_ref().unwrap();
+        assert_eq!(get_u64(fin, 0), id.block.as_ptr() as u64);
+        assert_eq!(get_u64(fin, 8), id.auth.as_ptr() as u64);
+        assert_eq!(&fin[16..19], &[1, 0, 0], "ID block, no author key");
+        assert_eq!(&fin[19..51], &prm.host_data);
+        assert!(fin[51..].iter().all(|&b| b == 0));
+        // An author key algorithm in the authentication information sets AUTH_KEY_EN.
+        auth[4] = 1;
+        let with_author = IdBlock {
+            block: Box::new([0xb1; ID_BLOCK_LEN]),
+            auth,
+        };
+        let fin = launch_finish_bytes(&prm.host_data, Some(&with_author));
+        assert_eq!(&fin[16..19], &[1, 1, 0]);
+        assert_eq!(&fin[19..51], &prm.host_data);
+        assert_eq!(
+            &launch_finish_bytes(&prm.host_data, None)[..19],
+            &[0; 19],
+            "no ID block: no addresses, no flags"
+        );
+    }
+
+    #[test]
     fn a_cpuid_page_needs_a_table() {
         let mut prm = params();
         prm.cpuid_page = None;
         assert!(matches!(
-            launch(&plan(), &prm, &mut Recorder::default()),
+            init_and_launch(&plan(), &prm, &mut Recorder::default()),
             Err(OpsError::Missing(_))
         ));
     }

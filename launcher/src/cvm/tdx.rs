@@ -1,12 +1,16 @@
-//! The TDX launch sequence through KVM (Linux `Documentation/virt/kvm/x86/intel-tdx.rst`):
-//! KVM_TDX_INIT_VM → KVM_TDX_INIT_VCPU per vCPU → KVM_TDX_INIT_MEM_REGION per TDVF section →
-//! KVM_TDX_FINALIZE_VM. kvm-bindings has no TDX structs: they are defined here with size asserts.
+//! The TDX launch sequence through KVM (Linux `Documentation/virt/kvm/x86/intel-tdx.rst`, "KVM
+//! TDX creation flow"): KVM_TDX_CAPABILITIES → KVM_TDX_INIT_VM ([`init_vm`], before any vCPU
+//! exists) → KVM_TDX_INIT_VCPU per vCPU and KVM_TDX_GET_CPUID ([`init_vcpus`]) → KVM_TDX_INIT_MEM_REGION
+//! per TDVF section → KVM_TDX_FINALIZE_VM ([`init_memory_and_finalize`]). kvm-bindings has no TDX
+//! structs: they are defined here with size asserts.
 
 use std::mem::{offset_of, size_of};
 
-use super::{CvmOps, OpsError, TdxData, get_u64, put};
+use super::{AlignedPages, CvmOps, LaunchOps, OpsError, TdxData, exits, get_u64, put};
 use crate::tdx::tdvf::{ATTR_MR_EXTEND, ATTR_PAGE_AUG, TdvfSection, TdvfSectionType};
 
+/// KVM_TDX_CAPABILITIES.
+pub const KVM_TDX_CAPABILITIES: u32 = 0;
 /// KVM_TDX_INIT_VM.
 pub const KVM_TDX_INIT_VM: u32 = 1;
 /// KVM_TDX_INIT_VCPU.
@@ -15,6 +19,8 @@ pub const KVM_TDX_INIT_VCPU: u32 = 2;
 pub const KVM_TDX_INIT_MEM_REGION: u32 = 3;
 /// KVM_TDX_FINALIZE_VM.
 pub const KVM_TDX_FINALIZE_VM: u32 = 4;
+/// KVM_TDX_GET_CPUID.
+pub const KVM_TDX_GET_CPUID: u32 = 5;
 /// INIT_MEM_REGION flag: extend MRTD with the pages (TDH.MR.EXTEND).
 pub const KVM_TDX_MEASURE_MEMORY_REGION: u32 = 1 << 0;
 
@@ -73,6 +79,105 @@ const _: () = assert!(size_of::<KvmTdxInitMemRegion>() == 24);
 
 /// Size of one `struct kvm_cpuid_entry2`.
 pub const CPUID_ENTRY_LEN: usize = 40;
+/// Size of `struct kvm_tdx_capabilities` before its `struct kvm_cpuid2` (supported_attrs,
+/// supported_xfam, four TDVMCALL info words, reserved[250]).
+pub const CAPABILITIES_HEADER_LEN: usize = 2048;
+/// Size of the `struct kvm_cpuid2` header (nent, padding).
+const CPUID2_HEADER_LEN: usize = 8;
+/// CPUID entries asked for in KVM_TDX_CAPABILITIES and KVM_TDX_GET_CPUID (KVM_MAX_CPUID_ENTRIES).
+pub const MAX_CPUID_ENTRIES: u32 = 256;
+/// TD attribute SEPT_VE_DISABLE (bit 28): EPT violations on pending pages are not turned into
+/// #VE; Linux guests refuse to run without it.
+pub const ATTR_SEPT_VE_DISABLE: u64 = 1 << 28;
+
+/// The name of TDX command `id` (for errors).
+pub fn command_name(id: u32) -> &'static str {
+    match id {
+        KVM_TDX_CAPABILITIES => "KVM_TDX_CAPABILITIES",
+        KVM_TDX_INIT_VM => "KVM_TDX_INIT_VM",
+        KVM_TDX_INIT_VCPU => "KVM_TDX_INIT_VCPU",
+        KVM_TDX_INIT_MEM_REGION => "KVM_TDX_INIT_MEM_REGION",
+        KVM_TDX_FINALIZE_VM => "KVM_TDX_FINALIZE_VM",
+        KVM_TDX_GET_CPUID => "KVM_TDX_GET_CPUID",
+        _ => "KVM_MEMORY_ENCRYPT_OP (TDX)",
+    }
+}
+
+/// What KVM_TDX_CAPABILITIES reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TdxCapabilities {
+    /// TD attributes the host allows.
+    pub supported_attrs: u64,
+    /// XFAM bits the host allows.
+    pub supported_xfam: u64,
+    /// The configurable CPUID bits (`kvm_cpuid_entry2`: a set bit may be configured).
+    pub cpuid: Vec<[u8; CPUID_ENTRY_LEN]>,
+}
+
+/// A `struct kvm_cpuid2` buffer with room for `n` entries (`nent = n`).
+pub fn cpuid2_bytes(n: u32) -> Vec<u8> {
+    let mut b = vec![0u8; CPUID2_HEADER_LEN + n as usize * CPUID_ENTRY_LEN];
+    put(&mut b, 0, &n.to_le_bytes());
+    b
+}
+
+/// The entries of a `struct kvm_cpuid2` buffer (at most as many as fit).
+pub fn parse_cpuid2(b: &[u8]) -> Vec<[u8; CPUID_ENTRY_LEN]> {
+    let nent = b
+        .get(..4)
+        .and_then(|n| n.try_into().ok())
+        .map_or(0, u32::from_le_bytes) as usize;
+    b.get(CPUID2_HEADER_LEN..)
+        .unwrap_or_default()
+        .chunks_exact(CPUID_ENTRY_LEN)
+        .take(nent)
+        .filter_map(|e| e.try_into().ok())
+        .collect()
+}
+
+/// The KVM_TDX_CAPABILITIES payload with room for `n` CPUID entries.
+pub fn capabilities_bytes(n: u32) -> Vec<u8> {
+    let mut b = vec![0u8; CAPABILITIES_HEADER_LEN];
+    b.extend_from_slice(&cpuid2_bytes(n));
+    b
+}
+
+/// Reads a KVM_TDX_CAPABILITIES payload the kernel filled.
+pub fn parse_capabilities(b: &[u8]) -> TdxCapabilities {
+    TdxCapabilities {
+        supported_attrs: get_u64(b, 0),
+        supported_xfam: get_u64(b, 8),
+        cpuid: parse_cpuid2(b.get(CAPABILITIES_HEADER_LEN..).unwrap_or_default()),
+    }
+}
+
+/// The CPUID entries for INIT_VM: for each leaf/sub-leaf the TDX module lets the host configure,
+/// what KVM supports on this host (`supported`, KVM_GET_SUPPORTED_CPUID) restricted to the
+/// configurable bits. Leaves KVM does not report are left out (the TDX module's defaults apply).
+pub fn configurable_cpuid(
+    configurable: &[[u8; CPUID_ENTRY_LEN]],
+    supported: &[[u8; CPUID_ENTRY_LEN]],
+) -> Vec<[u8; CPUID_ENTRY_LEN]> {
+    let key = |e: &[u8; CPUID_ENTRY_LEN]| (word(e, 0), word(e, 1));
+    configurable
+        .iter()
+        .filter_map(|c| {
+            let s = supported.iter().find(|s| key(s) == key(c))?;
+            let mut e = *s;
+            // eax, ebx, ecx, edx are words 3..7.
+            for w in 3..7 {
+                put(&mut e, w * 4, &(word(s, w) & word(c, w)).to_le_bytes());
+            }
+            Some(e)
+        })
+        .collect()
+}
+
+fn word(e: &[u8; CPUID_ENTRY_LEN], i: usize) -> u32 {
+    e.get(i * 4..i * 4 + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
 /// Upper bound on re-issuing a partially completed INIT_MEM_REGION.
 const MAX_RETRIES: usize = 1 << 20;
 
@@ -184,44 +289,74 @@ fn section_contents(image: &[u8], s: &TdvfSection) -> Vec<u8> {
     v
 }
 
-/// Issues the TDX launch of a TDVF `image` with `sections`: INIT_VM, INIT_VCPU (data = TD HOB GPA)
-/// for every vCPU, INIT_MEM_REGION for every section that is not PAGE_AUG, in descriptor order
-/// (measured when MR_EXTEND: the order [`crate::tdx::mrtd`] replays), FINALIZE_VM.
-pub fn launch(
-    image: &[u8],
+/// KVM_TDX_CAPABILITIES.
+pub fn capabilities(ops: &mut dyn CvmOps) -> Result<TdxCapabilities, OpsError> {
+    let mut b = capabilities_bytes(MAX_CPUID_ENTRIES);
+    ops.tdx_vm_op(KVM_TDX_CAPABILITIES, 0, &mut b)?;
+    Ok(parse_capabilities(&b))
+}
+
+/// KVM_TDX_INIT_VM with `params`. INVARIANT: before any vCPU is created.
+pub fn init_vm(params: &TdxLaunchParams, ops: &mut dyn CvmOps) -> Result<(), OpsError> {
+    let mut init = init_vm_bytes(params);
+    ops.tdx_vm_op(KVM_TDX_INIT_VM, 0, &mut init)
+}
+
+/// KVM_TDX_INIT_VCPU (data = the TD HOB's GPA, the initial RCX) then KVM_TDX_GET_CPUID for each
+/// of `vcpus` vCPUs; returns each vCPU's CPUID as the TDX module virtualizes it, for
+/// KVM_SET_CPUID2.
+pub fn init_vcpus(
     sections: &[TdvfSection],
-    params: &TdxLaunchParams,
+    vcpus: u32,
     ops: &mut dyn CvmOps,
-) -> Result<(), OpsError> {
+) -> Result<Vec<Vec<[u8; CPUID_ENTRY_LEN]>>, OpsError> {
     let hob = sections
         .iter()
         .find(|s| s.kind == TdvfSectionType::TD_HOB)
         .ok_or(OpsError::Missing("a TD_HOB section in the TDVF metadata"))?;
-    let mut init = init_vm_bytes(params);
-    ops.tdx_vm_op(KVM_TDX_INIT_VM, 0, &mut init)?;
-    for vcpu in 0..params.vcpus {
+    let mut cpuids = Vec::new();
+    for vcpu in 0..vcpus {
         ops.tdx_vcpu_op(
             vcpu,
             KVM_TDX_INIT_VCPU,
             0,
             TdxData::Value(hob.memory_address),
         )?;
+        let mut c = cpuid2_bytes(MAX_CPUID_ENTRIES);
+        ops.tdx_vcpu_op(vcpu, KVM_TDX_GET_CPUID, 0, TdxData::Bytes(&mut c))?;
+        cpuids.push(parse_cpuid2(&c));
     }
+    Ok(cpuids)
+}
+
+/// KVM_TDX_INIT_MEM_REGION for every TDVF section of `image` that is not PAGE_AUG, in
+/// descriptor order (measured when MR_EXTEND: the order [`crate::tdx::mrtd`] replays), each
+/// preceded by KVM_SET_MEMORY_ATTRIBUTES making it private; then KVM_TDX_FINALIZE_VM. The TD_HOB
+/// section starts with `td_hob` ([`crate::tdx::td_hob`]).
+pub fn init_memory_and_finalize(
+    image: &[u8],
+    sections: &[TdvfSection],
+    td_hob: &[u8],
+    ops: &mut dyn LaunchOps,
+) -> Result<(), OpsError> {
     for s in sections
         .iter()
         .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
     {
-        let contents = section_contents(image, s);
+        let mut bytes = section_contents(image, s);
+        if s.kind == TdvfSectionType::TD_HOB {
+            let n = td_hob.len().min(bytes.len());
+            put(&mut bytes, 0, td_hob.get(..n).unwrap_or_default());
+        }
+        let contents = AlignedPages::new(&bytes);
         let flags = if s.attributes & ATTR_MR_EXTEND != 0 {
             KVM_TDX_MEASURE_MEMORY_REGION
         } else {
             0
         };
-        let mut p = mem_region_bytes(
-            contents.as_ptr() as u64,
-            s.memory_address,
-            s.memory_data_size / 4096,
-        );
+        // INVARIANT: KVM accepts INIT_MEM_REGION only for private GPAs (intel-tdx.rst).
+        exits::convert(ops, s.memory_address, s.memory_data_size, true)?;
+        let mut p = mem_region_bytes(contents.addr(), s.memory_address, s.memory_data_size / 4096);
         let mut done = false;
         for _ in 0..MAX_RETRIES {
             ops.tdx_vcpu_op(0, KVM_TDX_INIT_MEM_REGION, flags, TdxData::Bytes(&mut p))?;
@@ -258,7 +393,9 @@ mod tests {
             ..TdxLaunchParams::default()
         };
         let mut rec = Recorder::default();
-        launch(&img, &sections, &params, &mut rec).unwrap();
+        init_vm(&params, &mut rec).unwrap();
+        init_vcpus(&sections, params.vcpus, &mut rec).unwrap();
+        init_memory_and_finalize(&img, &sections, &[0xaa; 64], &mut rec).unwrap();
         let c = &rec.calls;
         assert_eq!(
             (c[0].target.clone(), c[0].id),
@@ -268,8 +405,26 @@ mod tests {
         assert_eq!(&c[0].payload[16..64], &[0xcc; 48]);
         assert_eq!(c[0].payload[256], 1, "cpuid nent");
         assert_eq!(c[1].value, Some(0x80_9000));
-        assert_eq!(c[2].target, Target::TdxVcpu(1));
+        assert_eq!(
+            (c[2].target.clone(), c[2].id),
+            (Target::TdxVcpu(0), KVM_TDX_GET_CPUID)
+        );
+        assert_eq!(c[3].target, Target::TdxVcpu(1));
         assert_eq!(c.last().unwrap().id, KVM_TDX_FINALIZE_VM);
+        assert_eq!(c.last().unwrap().payload, Vec::<u8>::new());
+        // Every region is made private right before it is added, from a page-aligned source.
+        for (i, call) in c
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.id == KVM_TDX_INIT_MEM_REGION)
+        {
+            let a = &c[i - 1];
+            assert_eq!(a.target, Target::MemoryAttributes);
+            assert_eq!(get_u64(&a.payload, 0), get_u64(&call.payload, 8));
+            assert_eq!(get_u64(&a.payload, 8), get_u64(&call.payload, 16) * 4096);
+            assert_eq!(get_u64(&a.payload, 16), 8, "private");
+            assert_eq!(get_u64(&call.payload, 0) % 4096, 0);
+        }
         // Replay: PAGE.ADD per page, EXTEND per 256 bytes of measured regions, contents by GPA.
         let mut m = Mrtd::new();
         for call in c.iter().filter(|c| c.id == KVM_TDX_INIT_MEM_REGION) {
@@ -294,6 +449,73 @@ mod tests {
                 .filter(|c| c.id == KVM_TDX_INIT_MEM_REGION)
                 .all(|c| get_u64(&c.payload, 8) != 0x90_0000),
             "PAGE_AUG sections are not added"
+        );
+    }
+
+    #[test]
+    fn mrconfigid_and_mrowner_reach_init_vm_at_their_offsets() {
+        let params = TdxLaunchParams {
+            attributes: ATTR_SEPT_VE_DISABLE,
+            xfam: 0xe7,
+            mrconfigid: [1; 48],
+            mrowner: [2; 48],
+            ..TdxLaunchParams::default()
+        };
+        let mut rec = Recorder::default();
+        init_vm(&params, &mut rec).unwrap();
+        let p = &rec.calls[0].payload;
+        assert_eq!(get_u64(p, 0), 1 << 28);
+        assert_eq!(get_u64(p, 8), 0xe7);
+        assert_eq!(&p[16..64], &[1; 48]);
+        assert_eq!(&p[64..112], &[2; 48]);
+        assert_eq!(&p[112..160], &[0; 48]);
+        assert_eq!(p.len(), 264, "no CPUID entries");
+    }
+
+    fn entry(leaf: u32, sub: u32, regs: [u32; 4]) -> [u8; CPUID_ENTRY_LEN] {
+        let mut e = [0u8; CPUID_ENTRY_LEN];
+        for (i, w) in [leaf, sub, 0, regs[0], regs[1], regs[2], regs[3]]
+            .iter()
+            .enumerate()
+        {
+            e[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        e
+    }
+
+    #[test]
+    fn capabilities_and_cpuid_buffers_parse_what_the_kernel_writes() {
+        let mut caps = capabilities_bytes(2);
+        assert_eq!(caps.len(), 2048 + 8 + 80);
+        assert_eq!(
+            &caps[2048..2052],
+            &2u32.to_le_bytes(),
+            "nent is the capacity"
+        );
+        caps[..8].copy_from_slice(&(ATTR_SEPT_VE_DISABLE | 1).to_le_bytes());
+        caps[8..16].copy_from_slice(&0x2e7u64.to_le_bytes());
+        caps[2048..2052].copy_from_slice(&1u32.to_le_bytes());
+        caps[2056..2096].copy_from_slice(&entry(7, 0, [0, 0xff, 0, 0]));
+        let c = parse_capabilities(&caps);
+        assert_eq!(c.supported_attrs, ATTR_SEPT_VE_DISABLE | 1);
+        assert_eq!(c.supported_xfam, 0x2e7);
+        assert_eq!(c.cpuid, vec![entry(7, 0, [0, 0xff, 0, 0])]);
+        assert!(
+            parse_cpuid2(&[9, 0, 0, 0]).is_empty(),
+            "nent beyond the buffer"
+        );
+    }
+
+    #[test]
+    fn init_vm_cpuid_is_what_kvm_supports_within_the_configurable_bits() {
+        let configurable = [
+            entry(7, 0, [0, 0x0f, 0, 0]),
+            entry(0x8000_0008, 0, [0xff, 0, 0, 0]),
+        ];
+        let supported = [entry(1, 0, [1, 1, 1, 1]), entry(7, 0, [9, 0x3c, 9, 9])];
+        assert_eq!(
+            configurable_cpuid(&configurable, &supported),
+            vec![entry(7, 0, [0, 0x0c, 0, 0])]
         );
     }
 }

@@ -2,6 +2,7 @@
 //! one method per ioctl, each `unsafe` block with a `// SAFETY:` sentence (kvm-ioctls style).
 //! Everything above this module is safe Rust.
 
+pub mod confidential;
 pub mod sev_dev;
 pub mod system;
 pub mod vm;

@@ -118,6 +118,11 @@ impl GuestRam {
         self.len == 0
     }
 
+    /// The host address of the mapping (for KVM memory slots and raw copies inside `kvm`).
+    pub(super) fn host_addr(&self) -> *mut u8 {
+        self.ptr
+    }
+
     /// The memory as a byte slice.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `ptr` is a live mapping of `len` readable bytes owned by `self`; the guest may
@@ -182,7 +187,7 @@ impl Vm {
             flags: 0,
             guest_phys_addr: gpa,
             memory_size: ram.len() as u64,
-            userspace_addr: ram.ptr as u64,
+            userspace_addr: ram.host_addr() as u64,
         };
         // SAFETY: the region describes memory owned by `ram`, which is moved into
         // `self.regions` right after and lives until `self` is dropped, after the VM fd

@@ -1,0 +1,219 @@
+//! The `snp` and `tdx` backends of `cvm-launch run`: a launch on a real confidential VM, in
+//! Firecracker's order (create VM → memory → vCPUs → launch sequence → devices → vCPU threads →
+//! handle exits), over [`crate::kvm::confidential`] and the sequences of [`crate::cvm`].
+//!
+//! - [`snp::run`]: KVM_X86_SNP_VM; the plan of `measure --tee snp` / `run --tee sim`.
+//! - [`tdx::run`]: KVM_X86_TDX_VM; a TDVF firmware image.
+//! - [`vcpu_loop`]: one thread per vCPU; serial I/O, MAP_GPA_RANGE, memory faults, GetQuote.
+//!
+//! Not run on SNP or TDX hardware: this project has none. On hosts without those VM types
+//! `cvm-launch run` stops before reaching this module (`run::hardware_refusal`).
+
+pub mod snp;
+pub mod tdx;
+pub mod vcpu_loop;
+
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cvm::OpsError;
+use crate::devices::PioBus;
+use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
+use crate::devices::serial::{COM1_BASE, COM1_LEN, SerialPort};
+use crate::kvm::confidential::{ConfidentialVm, CvmVmError};
+use crate::kvm::vm::InternalError;
+use crate::vmm::{GuestFaults, GuestStop};
+
+/// What a hardware run takes besides its plan or image.
+#[derive(Clone, Debug)]
+pub struct HwRunConfig {
+    /// Guest RAM from GPA 0, bytes (the firmware gets its own slot ending at 4 GiB).
+    pub low_ram_bytes: usize,
+    /// Stop the guest after this long (`None`: let it run).
+    pub timeout: Option<Duration>,
+}
+
+/// How a hardware run ended.
+#[derive(Clone, Copy, Debug)]
+pub struct HwOutcome {
+    /// How the guest stopped.
+    pub stop: GuestStop,
+    /// The vCPU that saw it.
+    pub vcpu: u64,
+    /// That vCPU's VM exits.
+    pub exits: u64,
+    /// What the guest did wrong on that vCPU.
+    pub faults: GuestFaults,
+}
+
+/// Why a hardware run could not start or ended abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HwError {
+    /// VM setup.
+    #[error(transparent)]
+    Vm(#[from] CvmVmError),
+    /// A launch command.
+    #[error("launch failed: {0}")]
+    Launch(#[from] OpsError),
+    /// The plan or image does not fit this VM (nothing was started).
+    #[error("{0}")]
+    Layout(String),
+    /// A vCPU thread could not be started.
+    #[error("cannot start the thread of vCPU {vcpu}: {source}")]
+    Thread {
+        /// vCPU id.
+        vcpu: u64,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `KVM_RUN` failed.
+    #[error("vCPU {vcpu}: KVM_RUN failed: {source}")]
+    KvmRun {
+        /// vCPU id.
+        vcpu: u64,
+        /// errno.
+        source: vmm_sys_util::errno::Error,
+    },
+    /// KVM could not enter the guest.
+    #[error(
+        "vCPU {vcpu}: KVM could not enter the guest: hardware entry failure reason {reason:#x}"
+    )]
+    FailEntry {
+        /// vCPU id.
+        vcpu: u64,
+        /// Reason.
+        reason: u64,
+    },
+    /// KVM reported an internal error.
+    #[error(
+        "vCPU {vcpu}: KVM internal error, suberror {} at guest RIP {:#x}, data {:x?}",
+        detail.suberror, detail.rip, detail.data
+    )]
+    InternalError {
+        /// vCPU id.
+        vcpu: u64,
+        /// What KVM reported.
+        detail: InternalError,
+    },
+    /// The guest or the firmware ended the VM abnormally (`KVM_SYSTEM_EVENT_*`).
+    #[error("vCPU {vcpu}: the VM was terminated: {what}")]
+    Terminated {
+        /// vCPU id.
+        vcpu: u64,
+        /// Which event.
+        what: String,
+    },
+    /// A memory fault the VMM could not resolve.
+    #[error("vCPU {vcpu}: cannot resolve a memory fault: {source}")]
+    MemoryFault {
+        /// vCPU id.
+        vcpu: u64,
+        /// Why.
+        source: OpsError,
+    },
+    /// The guest did not stop in time.
+    #[error("the guest did not stop within {0} s")]
+    Timeout(u64),
+    /// Every vCPU thread ended without reporting a stop.
+    #[error("the vCPU threads ended without a result")]
+    NoResult,
+}
+
+/// The SEV firmware device.
+pub const SEV_DEVICE: &str = "/dev/sev";
+
+/// Step "memory" of both backends: guest RAM from GPA 0 and, when `firmware_len > 0`, a slot for
+/// the firmware ending at `firmware_gpa + firmware_len` (4 GiB); both guest_memfd-backed.
+fn add_memory(
+    vm: &mut ConfidentialVm,
+    low_ram_bytes: usize,
+    firmware_gpa: u64,
+    firmware_len: u64,
+) -> Result<(), HwError> {
+    if firmware_len > 0 && low_ram_bytes as u64 > firmware_gpa {
+        return Err(HwError::Layout(format!(
+            "--memory of {low_ram_bytes:#x} bytes would overlap the firmware at {firmware_gpa:#x}"
+        )));
+    }
+    vm.add_ram(0, low_ram_bytes, 0)?;
+    if firmware_len > 0 {
+        let len = usize::try_from(firmware_len).unwrap_or(usize::MAX);
+        vm.add_ram(firmware_gpa, len, 0)?;
+    }
+    Ok(())
+}
+
+/// Whether `[gpa, gpa + len)` lies in the memory [`add_memory`] adds.
+fn in_memory(
+    gpa: u64,
+    len: u64,
+    low_ram_bytes: usize,
+    firmware_gpa: u64,
+    firmware_len: u64,
+) -> bool {
+    let Some(end) = gpa.checked_add(len) else {
+        return false;
+    };
+    end <= low_ram_bytes as u64 || (gpa >= firmware_gpa && end <= firmware_gpa + firmware_len)
+}
+
+/// Step "devices": COM1 writing to `console` (polled: with a split irqchip no legacy interrupt
+/// line is routed here) and the i8042 reset line.
+fn devices<W: Write + Send + 'static>(console: W) -> (Arc<Mutex<PioBus>>, Arc<AtomicBool>) {
+    let mut bus = PioBus::default();
+    bus.insert(COM1_BASE, COM1_LEN, Box::new(SerialPort::new(console)));
+    let i8042 = I8042::new();
+    let reset = i8042.reset_requested();
+    bus.insert(I8042_BASE, I8042_LEN, Box::new(i8042));
+    (Arc::new(Mutex::new(bus)), reset)
+}
+
+impl HwError {
+    /// Whether the error means this host or these inputs cannot run the guest and nothing was
+    /// started (exit 2), rather than a VM that failed (exit 1).
+    pub fn nothing_started(&self) -> bool {
+        matches!(
+            self,
+            Self::Layout(_)
+                | Self::Vm(
+                    CvmVmError::OpenKvm(_)
+                        | CvmVmError::CreateVm { .. }
+                        | CvmVmError::OpenSev { .. }
+                        | CvmVmError::GuestMemfd { .. }
+                        | CvmVmError::EnableCap { .. }
+                )
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_input_errors_are_told_apart_from_vm_failures() {
+        assert!(HwError::Layout("x".into()).nothing_started());
+        assert!(
+            HwError::Vm(CvmVmError::OpenSev {
+                path: "/dev/sev".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            })
+            .nothing_started()
+        );
+        assert!(!HwError::Launch(OpsError::NoProgress("x")).nothing_started());
+        assert!(!HwError::Timeout(1).nothing_started());
+    }
+
+    #[test]
+    fn memory_ranges_are_low_ram_or_the_firmware_slot() {
+        let fw = (0xffc0_0000, 0x40_0000);
+        assert!(in_memory(0, 0x1000, 0x100_0000, fw.0, fw.1));
+        assert!(in_memory(0xfff0_0000, 0x10_0000, 0x100_0000, fw.0, fw.1));
+        assert!(!in_memory(0xff_f000, 0x2000, 0x100_0000, fw.0, fw.1));
+        assert!(!in_memory(0x8000_0000, 0x1000, 0x100_0000, fw.0, fw.1));
+        assert!(!in_memory(u64::MAX, 2, 0x100_0000, fw.0, fw.1));
+    }
+}

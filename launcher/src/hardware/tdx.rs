@@ -1,0 +1,141 @@
+//! `run --tee tdx`: a TDVF firmware image on a `KVM_X86_TDX_VM`: TD parameters from
+//! KVM_TDX_CAPABILITIES, INIT_VM, vCPUs with INIT_VCPU and the TD's CPUID, the TDVF sections added
+//! (and measured where the metadata says so, giving the MRTD `measure --tee tdx` prints),
+//! FINALIZE_VM; GetQuote goes to the quote service.
+//!
+//! The TD HOB section is given a HOB list describing guest RAM ([`crate::tdx::td_hob`]).
+
+use std::io::Write;
+use std::sync::Arc;
+
+use super::vcpu_loop::{Shared, run_vcpus};
+use super::{HwError, HwOutcome, HwRunConfig, add_memory, devices, in_memory};
+use crate::cvm::exits::QuoteService;
+use crate::cvm::tdx::{self as sequence, ATTR_SEPT_VE_DISABLE, TdxLaunchParams};
+use crate::kvm::confidential::{ConfidentialVm, CvmFds, TDX_VM};
+use crate::ovmf::OvmfInfo;
+use crate::plan::{FOUR_GIB, MAX_FIRMWARE_LEN};
+use crate::tdx::td_hob::td_hob;
+use crate::tdx::tdvf::{self, ATTR_PAGE_AUG, TdvfSectionType};
+
+/// What the host chooses for a TD besides its firmware.
+#[derive(Clone, Debug)]
+pub struct TdxRunParams {
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// MRCONFIGID (reported in every TD quote).
+    pub mrconfigid: [u8; 48],
+    /// MROWNER.
+    pub mrowner: [u8; 48],
+}
+
+/// Launches the TDVF `image` as a TD and runs it with COM1 on `console` until it stops.
+pub fn run<W: Write + Send + 'static>(
+    image: &[u8],
+    p: &TdxRunParams,
+    quote: Arc<dyn QuoteService + Send + Sync>,
+    cfg: &HwRunConfig,
+    console: W,
+) -> Result<HwOutcome, HwError> {
+    let len = image.len();
+    if len == 0 || !len.is_multiple_of(4096) || len > MAX_FIRMWARE_LEN {
+        return Err(HwError::Layout(format!(
+            "firmware image is {len} bytes: it must be a non-zero multiple of 4096 of at most 64 MiB"
+        )));
+    }
+    let info = OvmfInfo::parse(image).map_err(|e| HwError::Layout(format!("firmware: {e}")))?;
+    let sections =
+        tdvf::parse(image, &info).map_err(|e| HwError::Layout(format!("firmware: {e}")))?;
+    let (fw_gpa, fw_len) = (FOUR_GIB - len as u64, len as u64);
+    for s in &sections {
+        if !in_memory(
+            s.memory_address,
+            s.memory_data_size,
+            cfg.low_ram_bytes,
+            fw_gpa,
+            fw_len,
+        ) {
+            return Err(HwError::Layout(format!(
+                "TDVF section at {:#x} size {:#x} lies outside guest RAM (raise --memory)",
+                s.memory_address, s.memory_data_size
+            )));
+        }
+    }
+    let hob = sections
+        .iter()
+        .find(|s| s.kind == TdvfSectionType::TD_HOB)
+        .ok_or_else(|| HwError::Layout("the TDVF metadata has no TD_HOB section".into()))?;
+    let accepted: Vec<(u64, u64)> = sections
+        .iter()
+        .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
+        .map(|s| (s.memory_address, s.memory_data_size))
+        .collect();
+    let hob_list = td_hob(
+        hob.memory_address,
+        hob.memory_data_size,
+        cfg.low_ram_bytes as u64,
+        &accepted,
+    )
+    .map_err(|e| HwError::Layout(e.to_string()))?;
+    // Step 1: the VM, the exits and interrupt model (TDX requires a split irqchip).
+    let mut vm = ConfidentialVm::create(TDX_VM)?;
+    vm.enable_map_gpa_range_exits()?;
+    vm.enable_split_irqchip()?;
+    // Step 2: TD parameters. INVARIANT: INIT_VM before any vCPU exists.
+    let caps = sequence::capabilities(&mut CvmFds {
+        vm: &vm,
+        vcpus: &[],
+    })?;
+    let params = TdxLaunchParams {
+        attributes: ATTR_SEPT_VE_DISABLE & caps.supported_attrs,
+        xfam: caps.supported_xfam,
+        mrconfigid: p.mrconfigid,
+        mrowner: p.mrowner,
+        mrownerconfig: [0; 48],
+        cpuid_entries: sequence::configurable_cpuid(&caps.cpuid, &vm.supported_cpuid()?),
+        vcpus: p.vcpus,
+    };
+    sequence::init_vm(
+        &params,
+        &mut CvmFds {
+            vm: &vm,
+            vcpus: &[],
+        },
+    )?;
+    // Step 3: memory.
+    add_memory(&mut vm, cfg.low_ram_bytes, fw_gpa, fw_len)?;
+    // Step 4: vCPUs: INIT_VCPU, then the CPUID the TDX module virtualizes.
+    let vcpus = (0..u64::from(p.vcpus))
+        .map(|id| vm.create_vcpu(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cpuids = sequence::init_vcpus(
+        &sections,
+        p.vcpus,
+        &mut CvmFds {
+            vm: &vm,
+            vcpus: &vcpus,
+        },
+    )?;
+    for (v, c) in vcpus.iter().zip(&cpuids) {
+        vm.set_cpuid(v, c)?;
+    }
+    // Step 5: the TDVF sections (made private first), then FINALIZE_VM.
+    sequence::init_memory_and_finalize(
+        image,
+        &sections,
+        &hob_list,
+        &mut CvmFds {
+            vm: &vm,
+            vcpus: &vcpus,
+        },
+    )?;
+    // Step 6: devices. Step 7: the vCPU threads.
+    let (bus, reset) = devices(console);
+    let shared = Shared {
+        vm: Arc::new(vm),
+        bus,
+        reset,
+        quote,
+    };
+    run_vcpus(vcpus, &shared, cfg.timeout)
+}
