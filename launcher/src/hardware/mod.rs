@@ -14,17 +14,20 @@ pub mod tdx;
 pub mod vcpu_loop;
 
 use std::io::Write;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kvm_ioctls::VcpuFd;
+
 use crate::cvm::OpsError;
+use crate::cvm::exits::QuoteService;
 use crate::devices::PioBus;
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::serial::{COM1_BASE, COM1_LEN, SerialPort};
 use crate::kvm::confidential::{ConfidentialVm, CvmVmError};
 use crate::kvm::vm::InternalError;
 use crate::vmm::{GuestFaults, GuestStop};
+use vcpu_loop::{Shared, run_vcpus};
 
 /// What a hardware run takes besides its plan or image.
 #[derive(Clone, Debug)]
@@ -160,15 +163,28 @@ fn in_memory(
     end <= low_ram_bytes as u64 || (gpa >= firmware_gpa && end <= firmware_gpa + firmware_len)
 }
 
-/// Step "devices": COM1 writing to `console` (polled: with a split irqchip no legacy interrupt
-/// line is routed here) and the i8042 reset line.
-fn devices<W: Write + Send + 'static>(console: W) -> (Arc<Mutex<PioBus>>, Arc<AtomicBool>) {
+/// The last steps of both backends: devices (COM1 writing to `console`, polled: with a split
+/// irqchip no legacy interrupt line is routed here; the i8042 reset line), then one thread per
+/// vCPU until the guest stops, GetQuote going to `quote`.
+fn start_guest<W: Write + Send + 'static>(
+    vm: ConfidentialVm,
+    vcpus: Vec<VcpuFd>,
+    console: W,
+    quote: Arc<dyn QuoteService + Send + Sync>,
+    timeout: Option<Duration>,
+) -> Result<HwOutcome, HwError> {
     let mut bus = PioBus::default();
     bus.insert(COM1_BASE, COM1_LEN, Box::new(SerialPort::new(console)));
     let i8042 = I8042::new();
     let reset = i8042.reset_requested();
     bus.insert(I8042_BASE, I8042_LEN, Box::new(i8042));
-    (Arc::new(Mutex::new(bus)), reset)
+    let shared = Shared {
+        vm: Arc::new(vm),
+        bus: Arc::new(Mutex::new(bus)),
+        reset,
+        quote,
+    };
+    run_vcpus(vcpus, &shared, timeout)
 }
 
 impl HwError {

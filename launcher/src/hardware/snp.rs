@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use kvm_ioctls::VcpuFd;
 
-use super::vcpu_loop::{Shared, run_vcpus};
-use super::{HwError, HwOutcome, HwRunConfig, SEV_DEVICE, add_memory, devices, in_memory};
+use super::{HwError, HwOutcome, HwRunConfig, SEV_DEVICE, add_memory, in_memory, start_guest};
 use crate::cvm::quote::NoQuoteService;
 use crate::cvm::snp::{self as sequence, SnpLaunchParams};
 use crate::kvm::confidential::{ConfidentialVm, CvmFds, CvmVmError, SNP_VM};
@@ -84,14 +83,7 @@ pub fn run<W: Write + Send + 'static>(
         },
     )?;
     // Step 5: devices. Step 6: the vCPU threads.
-    let (bus, reset) = devices(console);
-    let shared = Shared {
-        vm: Arc::new(vm),
-        bus,
-        reset,
-        quote: Arc::new(NoQuoteService),
-    };
-    run_vcpus(vcpus, &shared, cfg.timeout)
+    start_guest(vm, vcpus, console, Arc::new(NoQuoteService), cfg.timeout)
 }
 
 /// Every update of the plan must land in guest memory.

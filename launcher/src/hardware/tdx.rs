@@ -8,8 +8,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use super::vcpu_loop::{Shared, run_vcpus};
-use super::{HwError, HwOutcome, HwRunConfig, add_memory, devices, in_memory};
+use super::{HwError, HwOutcome, HwRunConfig, add_memory, in_memory, start_guest};
 use crate::cvm::exits::QuoteService;
 use crate::cvm::tdx::{self as sequence, ATTR_SEPT_VE_DISABLE, TdxLaunchParams};
 use crate::kvm::confidential::{ConfidentialVm, CvmFds, TDX_VM};
@@ -130,12 +129,5 @@ pub fn run<W: Write + Send + 'static>(
         },
     )?;
     // Step 6: devices. Step 7: the vCPU threads.
-    let (bus, reset) = devices(console);
-    let shared = Shared {
-        vm: Arc::new(vm),
-        bus,
-        reset,
-        quote,
-    };
-    run_vcpus(vcpus, &shared, cfg.timeout)
+    start_guest(vm, vcpus, console, quote, cfg.timeout)
 }

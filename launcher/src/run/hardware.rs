@@ -1,0 +1,232 @@
+//! `cvm-launch run --tee snp|tdx` on a host that offers the VM type: its arguments (flags of
+//! another TEE refused), then the launch and run on [`crate::hardware`] with the console on stdout.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    Boot, DEFAULT_HARDWARE_MIB, RunArgs, RunCliError, RunTee, linux_inputs, parse_host_data,
+};
+use crate::cvm::exits::QuoteService;
+use crate::cvm::quote::{NoQuoteService, SimQuoteSocket};
+use crate::cvm::snp::{DEFAULT_POLICY, ID_AUTH_LEN, ID_BLOCK_LEN, IdBlock, SnpLaunchParams};
+use crate::hardware::tdx::TdxRunParams;
+use crate::hardware::{HwOutcome, HwRunConfig};
+use crate::inputs::{InputError, SnpInputs};
+use crate::measure::snp_digest;
+
+/// `run --tee snp|tdx` on a host that offers the VM type: arguments (exit 2), launch and run
+/// (exit 0 when the guest stops by itself, 1 when the VM fails, 2 when the host cannot).
+pub fn command(args: RunArgs) -> ExitCode {
+    let hw = match hardware_args(args) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("cvm-launch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run_hardware(&hw) {
+        Ok(out) => {
+            eprintln!(
+                "cvm-launch: {} (vCPU {}, {} exits, guest faults {:?})",
+                out.stop, out.vcpu, out.exits, out.faults
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ RunCliError::Inputs(_)) => {
+            eprintln!("cvm-launch: {e}");
+            ExitCode::from(2)
+        }
+        Err(RunCliError::Hardware(e)) if e.nothing_started() => {
+            eprintln!("cvm-launch: {e}; nothing was started");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("cvm-launch: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// What `run --tee snp|tdx` launches.
+#[derive(Clone, Debug)]
+pub enum HwBoot {
+    /// An SNP guest: the same plan as `measure --tee snp` / `run --tee sim`.
+    Snp {
+        /// What to boot.
+        boot: Boot,
+        /// Policy, HOST_DATA, ID block.
+        launch: SnpLaunchParams,
+    },
+    /// A TD from a TDVF image.
+    Tdx {
+        /// The TDVF firmware image.
+        firmware: PathBuf,
+        /// vCPUs, MRCONFIGID, MROWNER.
+        params: TdxRunParams,
+        /// Where GetQuote goes.
+        quote_socket: Option<PathBuf>,
+    },
+}
+
+/// What `run --tee snp|tdx` takes.
+#[derive(Clone, Debug)]
+pub struct HwRunArgs {
+    /// What to launch.
+    pub boot: HwBoot,
+    /// Memory and timeout.
+    pub cfg: HwRunConfig,
+}
+
+/// Turns the command's arguments into a hardware run; flags of another TEE are refused.
+pub fn hardware_args(a: RunArgs) -> Result<HwRunArgs, RunCliError> {
+    let tee = if a.tee == RunTee::Tdx { "tdx" } else { "snp" };
+    let sim_only = [
+        (a.sim_dir.is_some(), "--sim-dir"),
+        (a.sim_socket.is_some(), "--sim-socket"),
+        (a.linger, "--linger"),
+    ];
+    let other = if a.tee == RunTee::Tdx {
+        vec![
+            (a.kernel.is_some(), "--kernel"),
+            (a.cpu_type.is_some(), "--cpu-type"),
+            (a.vmm_type.is_some(), "--vmm-type"),
+            (a.guest_features.is_some(), "--guest-features"),
+            (a.host_data.is_some(), "--host-data"),
+            (a.id_block.is_some(), "--id-block"),
+        ]
+    } else {
+        vec![
+            (a.mrconfigid.is_some(), "--mrconfigid"),
+            (a.mrowner.is_some(), "--mrowner"),
+            (a.quote_socket.is_some(), "--quote-socket"),
+        ]
+    };
+    if let Some((_, flag)) = sim_only.into_iter().chain(other).find(|(given, _)| *given) {
+        return Err(RunCliError::NotFor { flag, tee });
+    }
+    let memory_mib = a.memory.unwrap_or(DEFAULT_HARDWARE_MIB);
+    let cfg = HwRunConfig {
+        low_ram_bytes: (memory_mib as usize) << 20,
+        timeout: a.timeout.map(Duration::from_secs),
+    };
+    let boot = if a.tee == RunTee::Tdx {
+        HwBoot::Tdx {
+            firmware: a.firmware.ok_or(RunCliError::NothingToBoot)?,
+            params: TdxRunParams {
+                vcpus: a.vcpus,
+                mrconfigid: hex48("--mrconfigid", a.mrconfigid.as_deref())?,
+                mrowner: hex48("--mrowner", a.mrowner.as_deref())?,
+            },
+            quote_socket: a.quote_socket,
+        }
+    } else {
+        let id = match (a.id_block, a.id_auth) {
+            (Some(b), Some(auth)) => Some(IdBlock {
+                block: Box::new(read_exact::<ID_BLOCK_LEN>("--id-block", &b)?),
+                auth: Box::new(read_exact::<ID_AUTH_LEN>("--id-auth", &auth)?),
+            }),
+            _ => None,
+        };
+        let launch = SnpLaunchParams {
+            policy: DEFAULT_POLICY,
+            host_data: parse_host_data(a.host_data.as_deref())?,
+            cpuid_page: None,
+            id,
+        };
+        let boot = match (a.firmware, a.kernel) {
+            (_, Some(kernel)) => Boot::Linux(linux_inputs(
+                kernel,
+                a.initrd,
+                a.append,
+                Some(memory_mib),
+                a.cpu_type,
+                a.vmm_type,
+                a.guest_features,
+            )),
+            (Some(firmware), None) => Boot::Firmware(SnpInputs {
+                firmware,
+                vcpus: a.vcpus,
+                cpu_type: a.cpu_type.ok_or(RunCliError::NeedsCpuType)?,
+                vmm_type: a.vmm_type,
+                guest_features: a.guest_features,
+                kernel: None,
+                initrd: None,
+                append: None,
+            }),
+            (None, None) => return Err(RunCliError::NothingToBoot),
+        };
+        HwBoot::Snp { boot, launch }
+    };
+    Ok(HwRunArgs { boot, cfg })
+}
+
+/// Launches and runs `hw` with its console on stdout.
+pub fn run_hardware(hw: &HwRunArgs) -> Result<HwOutcome, RunCliError> {
+    match &hw.boot {
+        HwBoot::Snp { boot, launch } => {
+            let plan = boot.plan()?;
+            for w in plan.warnings() {
+                eprintln!("cvm-launch: warning: {w}");
+            }
+            eprintln!(
+                "cvm-launch: SNP launch, expected measurement {}",
+                hex::encode(snp_digest(&plan))
+            );
+            Ok(crate::hardware::snp::run(
+                &plan,
+                launch.clone(),
+                &hw.cfg,
+                std::io::stdout(),
+            )?)
+        }
+        HwBoot::Tdx {
+            firmware,
+            params,
+            quote_socket,
+        } => {
+            let image = std::fs::read(firmware).map_err(|source| {
+                RunCliError::Inputs(InputError::Read {
+                    what: "firmware",
+                    path: firmware.clone(),
+                    source,
+                })
+            })?;
+            let quote: Arc<dyn QuoteService + Send + Sync> = match quote_socket {
+                Some(path) => Arc::new(SimQuoteSocket { path: path.clone() }),
+                None => Arc::new(NoQuoteService),
+            };
+            Ok(crate::hardware::tdx::run(
+                &image,
+                params,
+                quote,
+                &hw.cfg,
+                std::io::stdout(),
+            )?)
+        }
+    }
+}
+
+/// A 48-byte measurement register value in hex (zero when absent).
+fn hex48(flag: &'static str, h: Option<&str>) -> Result<[u8; 48], RunCliError> {
+    match h.map(hex::decode) {
+        None => Ok([0u8; 48]),
+        Some(Ok(b)) => b.try_into().map_err(|_| RunCliError::Hex48(flag)),
+        Some(Err(_)) => Err(RunCliError::Hex48(flag)),
+    }
+}
+
+/// A file of exactly `N` bytes.
+fn read_exact<const N: usize>(flag: &'static str, path: &Path) -> Result<[u8; N], RunCliError> {
+    let bad = |reason: String| RunCliError::IdFile {
+        flag,
+        path: path.display().to_string(),
+        reason,
+    };
+    let b = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let len = b.len();
+    b.try_into()
+        .map_err(|_| bad(format!("{len} bytes, expected {N}")))
+}
