@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Boot, DEFAULT_HARDWARE_MIB, RunArgs, RunCliError, RunTee, linux_inputs, parse_host_data,
+    Boot, DEFAULT_HARDWARE_MIB, RunArgs, RunCliError, RunTee, finish, parse_host_data, snp_boot,
 };
 use crate::cvm::exits::QuoteService;
 use crate::cvm::quote::{NoQuoteService, SimQuoteSocket};
 use crate::cvm::snp::{DEFAULT_POLICY, ID_AUTH_LEN, ID_BLOCK_LEN, IdBlock, SnpLaunchParams};
 use crate::hardware::tdx::TdxRunParams;
 use crate::hardware::{HwOutcome, HwRunConfig};
-use crate::inputs::{InputError, SnpInputs};
+use crate::inputs::InputError;
 use crate::measure::snp_digest;
 
 /// `run --tee snp|tdx` on a host that offers the VM type: arguments (exit 2), launch and run
@@ -22,31 +22,21 @@ use crate::measure::snp_digest;
 pub fn command(args: RunArgs) -> ExitCode {
     let hw = match hardware_args(args) {
         Ok(h) => h,
-        Err(e) => {
-            eprintln!("cvm-launch: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return finish(2, e),
     };
     match run_hardware(&hw) {
-        Ok(out) => {
-            eprintln!(
-                "cvm-launch: {} (vCPU {}, {} exits, guest faults {:?})",
+        Ok(out) => finish(
+            0,
+            format_args!(
+                "{} (vCPU {}, {} exits, guest faults {:?})",
                 out.stop, out.vcpu, out.exits, out.faults
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e @ RunCliError::Inputs(_)) => {
-            eprintln!("cvm-launch: {e}");
-            ExitCode::from(2)
-        }
+            ),
+        ),
+        Err(e @ RunCliError::Inputs(_)) => finish(2, e),
         Err(RunCliError::Hardware(e)) if e.nothing_started() => {
-            eprintln!("cvm-launch: {e}; nothing was started");
-            ExitCode::from(2)
+            finish(2, format_args!("{e}; nothing was started"))
         }
-        Err(e) => {
-            eprintln!("cvm-launch: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => finish(1, e),
     }
 }
 
@@ -123,6 +113,7 @@ pub fn hardware_args(a: RunArgs) -> Result<HwRunArgs, RunCliError> {
             quote_socket: a.quote_socket,
         }
     } else {
+        let boot = snp_boot(&a, Some(memory_mib))?;
         let id = match (a.id_block, a.id_auth) {
             (Some(b), Some(auth)) => Some(IdBlock {
                 block: Box::new(read_exact::<ID_BLOCK_LEN>("--id-block", &b)?),
@@ -135,28 +126,6 @@ pub fn hardware_args(a: RunArgs) -> Result<HwRunArgs, RunCliError> {
             host_data: parse_host_data(a.host_data.as_deref())?,
             cpuid_page: None,
             id,
-        };
-        let boot = match (a.firmware, a.kernel) {
-            (_, Some(kernel)) => Boot::Linux(linux_inputs(
-                kernel,
-                a.initrd,
-                a.append,
-                Some(memory_mib),
-                a.cpu_type,
-                a.vmm_type,
-                a.guest_features,
-            )),
-            (Some(firmware), None) => Boot::Firmware(SnpInputs {
-                firmware,
-                vcpus: a.vcpus,
-                cpu_type: a.cpu_type.ok_or(RunCliError::NeedsCpuType)?,
-                vmm_type: a.vmm_type,
-                guest_features: a.guest_features,
-                kernel: None,
-                initrd: None,
-                append: None,
-            }),
-            (None, None) => return Err(RunCliError::NothingToBoot),
         };
         HwBoot::Snp { boot, launch }
     };

@@ -126,23 +126,20 @@ pub fn command(args: RunArgs) -> ExitCode {
         RunTee::Sim => {}
         tee => {
             if let Some(e) = hardware_refusal(tee, &crate::probe::probe()) {
-                eprintln!("cvm-launch: {e}");
-                return ExitCode::from(2);
+                return finish(2, e);
             }
             return hardware::command(args);
         }
     }
     let sim = match sim_args(args) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("cvm-launch: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return finish(2, e),
     };
     match run(&sim) {
-        Ok((out, measurement)) => {
-            eprintln!(
-                "cvm-launch: {}: measurement {}, {} exits, {} reports signed, setup {} us, run {} us, guest faults {:?}",
+        Ok((out, measurement)) => finish(
+            0,
+            format_args!(
+                "{}: measurement {}, {} exits, {} reports signed, setup {} us, run {} us, guest faults {:?}",
                 out.stop,
                 hex::encode(measurement),
                 out.exits,
@@ -150,18 +147,19 @@ pub fn command(args: RunArgs) -> ExitCode {
                 out.setup_micros,
                 out.run_micros,
                 out.faults
-            );
-            ExitCode::SUCCESS
-        }
+            ),
+        ),
         Err(e @ (RunCliError::Inputs(_) | RunCliError::Sim { .. } | RunCliError::Socket(_))) => {
-            eprintln!("cvm-launch: {e}");
-            ExitCode::from(2)
+            finish(2, e)
         }
-        Err(e) => {
-            eprintln!("cvm-launch: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => finish(1, e),
     }
+}
+
+/// Prints `cvm-launch: {message}` on stderr and exits with `code` (see [`command`]).
+fn finish(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("cvm-launch: {message}");
+    ExitCode::from(code)
 }
 
 /// Why `run --tee snp|tdx` does not start on this host, from the probe: the first missing
@@ -191,6 +189,33 @@ fn parse_host_data(h: Option<&str>) -> Result<[u8; 32], RunCliError> {
     }
 }
 
+/// What a run of an SNP plan (`sim` or `snp`) boots: Linux directly with `--kernel` (in
+/// `memory_mib` of guest RAM, the default when `None`), else `--firmware`.
+fn snp_boot(a: &RunArgs, memory_mib: Option<u32>) -> Result<Boot, RunCliError> {
+    match (&a.firmware, &a.kernel) {
+        (_, Some(kernel)) => Ok(Boot::Linux(linux_inputs(
+            kernel.clone(),
+            a.initrd.clone(),
+            a.append.clone(),
+            memory_mib,
+            a.cpu_type.clone(),
+            a.vmm_type.clone(),
+            a.guest_features.clone(),
+        ))),
+        (Some(firmware), None) => Ok(Boot::Firmware(SnpInputs {
+            firmware: firmware.clone(),
+            vcpus: a.vcpus,
+            cpu_type: a.cpu_type.clone().ok_or(RunCliError::NeedsCpuType)?,
+            vmm_type: a.vmm_type.clone(),
+            guest_features: a.guest_features.clone(),
+            kernel: None,
+            initrd: None,
+            append: None,
+        })),
+        (None, None) => Err(RunCliError::NothingToBoot),
+    }
+}
+
 /// Turns the command's arguments into a simulated run.
 fn sim_args(a: RunArgs) -> Result<SimRunArgs, RunCliError> {
     let hardware_only = [
@@ -202,37 +227,15 @@ fn sim_args(a: RunArgs) -> Result<SimRunArgs, RunCliError> {
     if let Some((_, flag)) = hardware_only.into_iter().find(|(given, _)| *given) {
         return Err(RunCliError::NotFor { flag, tee: "sim" });
     }
-    let sim_dir = a.sim_dir.ok_or(RunCliError::NeedsSimDir)?;
+    let sim_dir = a.sim_dir.clone().ok_or(RunCliError::NeedsSimDir)?;
     let host_data = parse_host_data(a.host_data.as_deref())?;
-    let (boot, memory_mib, timeout) = match (a.firmware, a.kernel) {
-        (_, Some(kernel)) => (
-            Boot::Linux(linux_inputs(
-                kernel,
-                a.initrd,
-                a.append,
-                a.memory,
-                a.cpu_type,
-                a.vmm_type,
-                a.guest_features,
-            )),
-            a.memory.unwrap_or(DEFAULT_KERNEL_MIB),
-            a.timeout,
-        ),
-        (Some(firmware), None) => (
-            Boot::Firmware(SnpInputs {
-                firmware,
-                vcpus: a.vcpus,
-                cpu_type: a.cpu_type.ok_or(RunCliError::NeedsCpuType)?,
-                vmm_type: a.vmm_type,
-                guest_features: a.guest_features,
-                kernel: None,
-                initrd: None,
-                append: None,
-            }),
+    let boot = snp_boot(&a, a.memory)?;
+    let (memory_mib, timeout) = match boot {
+        Boot::Linux(_) => (a.memory.unwrap_or(DEFAULT_KERNEL_MIB), a.timeout),
+        Boot::Firmware(_) => (
             a.memory.unwrap_or(DEFAULT_FIRMWARE_MIB),
             Some(a.timeout.unwrap_or(DEFAULT_FIRMWARE_TIMEOUT_SECS)),
         ),
-        (None, None) => return Err(RunCliError::NothingToBoot),
     };
     Ok(SimRunArgs {
         boot,
