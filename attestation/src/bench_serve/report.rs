@@ -19,8 +19,8 @@ pub(super) fn report(args: &BenchArgs, p384: f64, p256: f64, results: &[RunResul
         "cvm-attest bench serve: {} clients, {} s per run, {} cores shared by the server and the clients\n\
          raw ring verify (CPU time, mean of before and after the runs): P-384 {:.1} us ({:.0}/s), \
          P-256 {:.1} us ({:.0}/s)\n\
-         latency in ms; CPU in us per attestation; x raw: server CPU / one raw verify of the kind \
-         (idle, and as measured during the run); audit: fsyncs per attestation and their mean ms\n\
+         latency in ms; CPU in us per attestation; x raw: server CPU / one raw verify of the kind, \
+         sampled through the run (and idle); audit: fsyncs per attestation and their mean ms\n\
          {:<4} {:<10} {:<16} {:>7} {:>6} {:>15} {:>15} {:>10} {:>12} {:>10} {:>11}\n",
         args.clients,
         args.seconds,
@@ -74,7 +74,7 @@ pub(super) fn report(args: &BenchArgs, p384: f64, p256: f64, results: &[RunResul
                 percentile(&r.flow_latency, 0.99) * 1e3
             ),
             server * 1e6,
-            format!("{:.2} ({:.2})", server / raw, server / r.raw_under_load),
+            format!("{:.2} ({:.2})", server / r.raw_in_run, server / raw),
             per(r.client_cpu) * 1e6,
             format!(
                 "{:.2} {:.1}",
