@@ -40,6 +40,11 @@ pub fn command(args: RunArgs) -> ExitCode {
     }
 }
 
+/// SNP guest policy bit 17: reserved, must be one (SEV-SNP ABI §4.3).
+const POLICY_RESERVED_ONE: u64 = 1 << 17;
+/// SNP guest policy bit 19: DEBUG.
+const POLICY_DEBUG: u64 = 1 << 19;
+
 /// What `run --tee snp|tdx` launches.
 #[derive(Clone, Debug)]
 pub enum HwBoot {
@@ -85,6 +90,7 @@ pub fn hardware_args(a: RunArgs) -> Result<HwRunArgs, RunCliError> {
             (a.vmm_type.is_some(), "--vmm-type"),
             (a.guest_features.is_some(), "--guest-features"),
             (a.host_data.is_some(), "--host-data"),
+            (a.policy.is_some(), "--policy"),
             (a.id_block.is_some(), "--id-block"),
         ]
     } else {
@@ -122,7 +128,7 @@ pub fn hardware_args(a: RunArgs) -> Result<HwRunArgs, RunCliError> {
             _ => None,
         };
         let launch = SnpLaunchParams {
-            policy: DEFAULT_POLICY,
+            policy: parse_policy(a.policy.as_deref())?,
             host_data: parse_host_data(a.host_data.as_deref())?,
             cpuid_page: None,
             id,
@@ -136,6 +142,12 @@ pub fn hardware_args(a: RunArgs) -> Result<HwRunArgs, RunCliError> {
 pub fn run_hardware(hw: &HwRunArgs) -> Result<HwOutcome, RunCliError> {
     match &hw.boot {
         HwBoot::Snp { boot, launch } => {
+            if launch.policy & POLICY_DEBUG != 0 {
+                eprintln!(
+                    "cvm-launch: warning: --policy {:#x} allows debugging: the host can read and change the guest's memory, and attestation services refuse such guests by default",
+                    launch.policy
+                );
+            }
             let plan = boot.plan()?;
             for w in plan.warnings() {
                 eprintln!("cvm-launch: warning: {w}");
@@ -175,6 +187,18 @@ pub fn run_hardware(hw: &HwRunArgs) -> Result<HwOutcome, RunCliError> {
                 std::io::stdout(),
             )?)
         }
+    }
+}
+
+/// `--policy`: the SNP guest policy in hex (`0x` optional), [`DEFAULT_POLICY`] when absent; bit 17
+/// is reserved and must be one (the PSP refuses the launch otherwise).
+fn parse_policy(h: Option<&str>) -> Result<u64, RunCliError> {
+    let Some(h) = h else {
+        return Ok(DEFAULT_POLICY);
+    };
+    match u64::from_str_radix(h.trim_start_matches("0x"), 16) {
+        Ok(p) if p & POLICY_RESERVED_ONE != 0 => Ok(p),
+        _ => Err(RunCliError::Policy(h.to_owned())),
     }
 }
 

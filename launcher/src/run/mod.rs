@@ -98,6 +98,10 @@ pub struct RunArgs {
     /// HOST_DATA for the reports, 64 hex digits (default zero).
     #[arg(long)]
     pub host_data: Option<String>,
+    /// SNP: the guest policy in hex (SEV-SNP ABI §4.3; bit 17 must be set) [default: 0x30000:
+    /// SMT allowed, no debug, no migration agent, ABI 0.0].
+    #[arg(long)]
+    pub policy: Option<String>,
     /// SNP: the 96-byte ID block given to SNP_LAUNCH_FINISH (SEV-SNP ABI §8.18).
     #[arg(long, requires = "id_auth")]
     pub id_block: Option<PathBuf>,
@@ -219,6 +223,7 @@ fn snp_boot(a: &RunArgs, memory_mib: Option<u32>) -> Result<Boot, RunCliError> {
 /// Turns the command's arguments into a simulated run.
 fn sim_args(a: RunArgs) -> Result<SimRunArgs, RunCliError> {
     let hardware_only = [
+        (a.policy.is_some(), "--policy"),
         (a.id_block.is_some(), "--id-block"),
         (a.mrconfigid.is_some(), "--mrconfigid"),
         (a.mrowner.is_some(), "--mrowner"),
@@ -342,6 +347,11 @@ pub enum RunCliError {
     /// HOST_DATA malformed.
     #[error("--host-data must be 64 hex digits (32 bytes)")]
     HostData,
+    /// `--policy` malformed.
+    #[error(
+        "--policy {0}: expected the SNP guest policy in hex with bit 17 set (SEV-SNP ABI §4.3), e.g. 0x30000"
+    )]
+    Policy(String),
     /// MRCONFIGID / MROWNER malformed.
     #[error("{0} must be 96 hex digits (48 bytes)")]
     Hex48(&'static str),
@@ -506,6 +516,7 @@ mod tests {
             memory: None,
             timeout: None,
             host_data: None,
+            policy: None,
             id_block: None,
             id_auth: None,
             mrconfigid: None,
@@ -611,6 +622,36 @@ mod tests {
         let id = launch.id.unwrap();
         assert_eq!(*id.block, [7u8; 96]);
         assert_eq!(launch.policy, DEFAULT_POLICY);
+    }
+
+    #[test]
+    fn the_snp_policy_is_hex_with_its_reserved_bit_set() {
+        let HwBoot::Snp { launch, .. } = hardware_args(hw(RunTee::Snp)).unwrap().boot else {
+            panic!("not an SNP run")
+        };
+        assert_eq!(launch.policy, DEFAULT_POLICY);
+        let mut a = hw(RunTee::Snp);
+        a.policy = Some("0x70000".into());
+        let HwBoot::Snp { launch, .. } = hardware_args(a).unwrap().boot else {
+            panic!("not an SNP run")
+        };
+        assert_eq!(launch.policy, 0x7_0000);
+        for bad in ["0x10000", "0xzz", ""] {
+            let mut a = hw(RunTee::Snp);
+            a.policy = Some(bad.into());
+            let e = hardware_args(a).unwrap_err();
+            assert!(matches!(e, RunCliError::Policy(_)), "{bad}: {e}");
+        }
+        let mut a = hw(RunTee::Tdx);
+        a.cpu_type = None;
+        a.policy = Some("0x30000".into());
+        assert!(matches!(
+            hardware_args(a),
+            Err(RunCliError::NotFor {
+                flag: "--policy",
+                tee: "tdx"
+            })
+        ));
     }
 
     #[test]
