@@ -127,7 +127,13 @@ pub fn memory_fault(
     size: u64,
 ) -> Result<(), OpsError> {
     let private = flags & u64::from(KVM_MEMORY_EXIT_FLAG_PRIVATE) != 0;
-    convert(ops, gpa & !0xfff, size.div_ceil(4096) * 4096, private)
+    // The whole pages covering [gpa, gpa + size), without overflow.
+    let start = gpa & !0xfff;
+    let end = gpa
+        .checked_add(size)
+        .and_then(|e| e.checked_next_multiple_of(4096))
+        .ok_or(OpsError::BadRange { gpa, size })?;
+    convert(ops, start, end - start, private)
 }
 
 /// Handles TDG.VP.VMCALL<GetQuote>(`gpa`, `size`): reads the TDREPORT from the shared buffer,
@@ -222,6 +228,13 @@ mod tests {
         memory_fault(&mut rec, 0, 0x30_0000, 0x2000).unwrap();
         assert_eq!(attrs(&rec.calls[0]), (0x30_0000, 0x1000, 8, 0));
         assert_eq!(attrs(&rec.calls[1]), (0x30_0000, 0x2000, 0, 0));
+        // An unaligned fault covers every page it touches; a range past the end of the address
+        // space is refused without an ioctl (fuzz target launch_guest_exits).
+        memory_fault(&mut rec, 0, 0x30_0ff8, 0x10).unwrap();
+        assert_eq!(attrs(&rec.calls[2]), (0x30_0000, 0x2000, 0, 0));
+        assert!(memory_fault(&mut rec, 0, u64::MAX - 0xfff, 0x2000).is_err());
+        assert!(memory_fault(&mut rec, 0, 0x1000, u64::MAX).is_err());
+        assert_eq!(rec.calls.len(), 3);
     }
 
     struct Qe;
