@@ -7,6 +7,11 @@ use cvm_attest::{InputError, Policy, Tee, VerifyInputs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// mimalloc: the service allocates and frees many small buffers per request on every worker thread; in
+/// `bench serve` the allocator's share of the server's CPU samples fell from 2.3 % (glibc) to 1.2 %.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// cvm-attest: verify SEV-SNP and TDX attestation evidence, and serve secrets to guests that prove what they run.
 #[derive(Parser)]
 #[command(name = "cvm-attest", version)]

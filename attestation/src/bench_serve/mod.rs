@@ -70,7 +70,7 @@
 //! ephemeral key and one DH) 5.7 %, kernel 8.5 % (loopback TCP and its softirqs, context switches, the
 //! audit writer's virtio kicks), the P-256 token signature 1.8 %, malloc 2.3 %, hyper, rustls, tokio, CBOR,
 //! claims and the rest ≈ 6 %. Per flow the server makes 2 `recvfrom`, 2 `writev`, 3 `getrandom`, 0.25
-//! `fdatasync` (group commit, 3 ms window under load) and about 0.4 `futex` calls (`strace -c`). The floor
+//! `fdatasync` (group commit; 0.15–0.16 with the 5 ms window and mimalloc of the final build) and about 0.4 `futex` calls (`strace -c`). The floor
 //! of what the protocol mandates besides the signature (HPKE, token, a durable audit record, TLS records and
 //! system calls for two requests) is ≈ 20 % of the server's CPU on this host.
 

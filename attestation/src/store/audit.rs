@@ -39,7 +39,7 @@ type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<io::Result<()>>);
 /// them all, when records are arriving faster than one per window: a little latency for far fewer fsyncs
 /// under load (an fsync costs about 100–125 µs of CPU and 0.2–8 ms on the bench box's virtual disk, whatever
 /// the batch size). A record that arrives alone, after a quiet spell, is written at once.
-const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(3);
+const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Most records written with one fsync.
 const MAX_BATCH: usize = 4096;
