@@ -43,35 +43,35 @@
 //!
 //! # Measured (2 cores, AMD EPYC Firecracker guest, 2026-12-06, quiet box; `bench serve`, all defaults)
 //!
-//! Raw ring verify (CPU time, idle): P-384 880 µs (1,136/s), P-256 70 µs (14,386/s); this host verifies
+//! Raw ring verify (CPU time, idle): P-384 961 µs (1,041/s), P-256 70 µs (14,230/s); this host verifies
 //! P-384 at about half the speed of the host of the 2026-11-22 figures (503 µs). 0 errors in every run.
 //!
 //! | run                          | att/s | attest p50/p99 ms | flow p50/p99 ms | server µs/att | × raw | client µs/flow |
 //! |------------------------------|------:|------------------:|----------------:|--------------:|------:|---------------:|
-//! | SNP keep-alive closed        | 1,073 |       32.1 / 63.3 |     58.4 / 97.8 |         1,164 |  1.34 |            654 |
-//! | SNP keep-alive paced 859/s   |   859 |        5.5 / 24.2 |      8.2 / 56.6 |         1,229 |  1.36 |            721 |
-//! | SNP per-flow closed          |   758 |       33.2 / 71.5 |    82.5 / 135.3 |         1,488 |  1.69 |          1,065 |
-//! | SNP per-flow paced 607/s     |   606 |        6.6 / 22.1 |     13.1 / 51.1 |         1,709 |  1.80 |          1,219 |
-//! | TDX keep-alive closed        | 3,466 |       11.3 / 21.9 |     18.0 / 31.6 |           380 |  4.89 |            179 |
-//! | TDX keep-alive paced 2,772/s | 2,772 |        4.4 / 20.3 |      6.3 / 68.8 |           401 |  5.23 |            200 |
-//! | TDX per-flow closed          | 1,691 |       15.6 / 30.2 |     37.3 / 57.5 |           608 |  8.55 |            529 |
-//! | TDX per-flow paced 1,353/s   | 1,362 |        4.6 / 22.3 |      8.2 / 78.5 |           709 |  9.41 |            598 |
+//! | SNP keep-alive closed        | 1,091 |       32.5 / 59.4 |     57.7 / 91.2 |         1,151 |  1.26 |            646 |
+//! | SNP keep-alive paced 873/s   |   873 |        7.1 / 19.9 |     10.0 / 27.4 |         1,227 |  1.33 |            726 |
+//! | SNP per-flow closed          |   722 |       35.0 / 74.9 |    86.1 / 144.1 |         1,545 |  1.68 |          1,140 |
+//! | SNP per-flow paced 577/s     |   579 |        8.3 / 65.8 |   13.9 / 211.6 |         1,736 |  1.72 |          1,269 |
+//! | TDX keep-alive closed        | 4,045 |       10.6 / 19.3 |     15.7 / 25.8 |           318 |  4.45 |            155 |
+//! | TDX keep-alive paced 3,236/s | 3,236 |        6.6 / 18.5 |      9.0 / 57.2 |           363 |  4.62 |            188 |
+//! | TDX per-flow closed          | 1,555 |       16.5 / 34.0 |     39.9 / 70.3 |           650 |  8.25 |            589 |
+//! | TDX per-flow paced 1,244/s   | 1,245 |        6.3 / 18.4 |     10.7 / 37.9 |           758 |  9.71 |            669 |
 //!
-//! TDX/SNP attestations/s in the closed loop: 3.23 with keep-alive, 2.23 per-flow. Paced at 80 % of the
+//! TDX/SNP attestations/s in the closed loop: 3.71 with keep-alive, 2.15 per-flow. Paced at 80 % of the
 //! closed-loop rate the box is nearly full (a paced flow costs more CPU than a closed-loop one: smaller audit
-//! batches, more wake-ups), so the tail grows; at `--paced-fraction 0.6` (a second run: SNP 633/s, TDX
-//! 2,277/s) the flow p99 is 17.1 ms for SNP and 13.2 ms for TDX with 64 clients. The same run's closed loops:
-//! SNP 1,056/s at 1.32×, TDX 3,796/s (3.60×) with a flow p99 of 28.7 ms. Across nine SNP keep-alive
-//! closed-loop runs this session the server's CPU was 1.10–1.41× one raw P-384 verify (the wide spread came
-//! from the box's speed drifting between the idle measurement and the run, before the in-run sampler).
+//! batches, more wake-ups), so the tail grows; at `--paced-fraction 0.6` (a second run: SNP 588/s, TDX
+//! 2,154/s) the flow p99 is 17.7 ms for SNP and 11.7 ms for TDX with 64 clients. SNP keep-alive closed-loop
+//! ratios of this build over five runs: 1.26, 1.27, 1.28, 1.28, 1.36 (before mimalloc and the 5 ms audit
+//! window: 1.32, 1.34). The earlier idle-only baseline spread 1.10–1.41 as the box's speed drifted between
+//! the idle measurement and the run; the in-run sampler follows it.
 //!
 //! Where the SNP server CPU goes (keep-alive closed loop, `perf record` leaf samples of the server process):
 //! P-384 verification 75–76 % (one verify per attestation: the VCEK chain is cached), X25519 (HPKE seal: an
 //! ephemeral key and one DH) 5.7 %, kernel 8.5 % (loopback TCP and its softirqs, context switches, the
 //! audit writer's virtio kicks), the P-256 token signature 1.8 %, malloc 2.3 %, hyper, rustls, tokio, CBOR,
-//! claims and the rest ≈ 6 %. Per flow the server makes 2 `recvfrom`, 2 `writev`, 3 `getrandom`, 0.25
-//! `fdatasync` (group commit; 0.15–0.16 with the 5 ms window and mimalloc of the final build) and about 0.4 `futex` calls (`strace -c`). The floor
-//! of what the protocol mandates besides the signature (HPKE, token, a durable audit record, TLS records and
+//! claims and the rest ≈ 6 % (glibc malloc and a 3 ms audit window; mimalloc then took the allocator to
+//! 1.2 %). Per flow the server makes 2 `recvfrom`, 2 `writev`, 3 `getrandom`, 0.25 `fdatasync` (0.15–0.16
+//! with the 5 ms window) and about 0.4 `futex` calls (`strace -c`). The floor of what the protocol mandates besides the signature (HPKE, token, a durable audit record, TLS records and
 //! system calls for two requests) is ≈ 20 % of the server's CPU on this host.
 
 mod report;
