@@ -287,6 +287,31 @@ impl crate::devices::PioDevice for SharedPsp {
     }
 }
 
+/// The exits every backend answers the same way: port I/O through `bus` (counting accesses to
+/// ports without a device) and MMIO to nothing mapped (reads see a floating bus, all ones, like
+/// real hardware). Returns whether `exit` was one of them.
+pub fn io_exit(exit: &mut VcpuExit<'_>, bus: &mut PioBus, faults: &mut GuestFaults) -> bool {
+    match exit {
+        VcpuExit::IoOut(port, data) => {
+            if !bus.write(*port, data) {
+                faults.unhandled_port_writes += 1;
+            }
+        }
+        VcpuExit::IoIn(port, data) => {
+            if !bus.read(*port, data) {
+                faults.unhandled_port_reads += 1;
+            }
+        }
+        VcpuExit::MmioRead(_, data) => {
+            data.fill(0xff);
+            faults.mmio_accesses += 1;
+        }
+        VcpuExit::MmioWrite(..) => faults.mmio_accesses += 1,
+        _ => return false,
+    }
+    true
+}
+
 fn run_loop(
     vcpu: &mut VcpuFd,
     bus: &mut PioBus,
@@ -298,42 +323,29 @@ fn run_loop(
     let mut exits = 0u64;
     let _watchdog = Watchdog::start(cfg.timeout);
     loop {
-        let exit = match vcpu.run() {
+        let mut exit = match vcpu.run() {
             Ok(e) => e,
             // The watchdog's kick: fall through to the time check below.
             Err(e) if e.errno() == libc::EINTR => VcpuExit::Intr,
             Err(e) => return Err(RunError::KvmRun(e)),
         };
         exits += 1;
-        match exit {
-            VcpuExit::IoOut(port, data) => {
-                if !bus.write(port, data) {
-                    faults.unhandled_port_writes += 1;
+        if io_exit(&mut exit, bus, &mut faults) {
+            if reset.load(Ordering::Acquire) {
+                return Ok((GuestStop::Reset, exits, faults));
+            }
+        } else {
+            match exit {
+                VcpuExit::Hlt => return Ok((GuestStop::Halted, exits, faults)),
+                VcpuExit::Shutdown => return Ok((GuestStop::TripleFault, exits, faults)),
+                VcpuExit::FailEntry(reason, _) => return Err(RunError::FailEntry(reason)),
+                VcpuExit::InternalError => {
+                    let detail = internal_error(vcpu);
+                    return Err(RunError::InternalError { exits, detail });
                 }
-                if reset.load(Ordering::Acquire) {
-                    return Ok((GuestStop::Reset, exits, faults));
-                }
+                VcpuExit::Intr => {}
+                _ => faults.unexpected_exits += 1,
             }
-            VcpuExit::IoIn(port, data) => {
-                if !bus.read(port, data) {
-                    faults.unhandled_port_reads += 1;
-                }
-            }
-            // Nothing is mapped there: reads see a floating bus (all ones), like real hardware.
-            VcpuExit::MmioRead(_, data) => {
-                data.fill(0xff);
-                faults.mmio_accesses += 1;
-            }
-            VcpuExit::MmioWrite(..) => faults.mmio_accesses += 1,
-            VcpuExit::Hlt => return Ok((GuestStop::Halted, exits, faults)),
-            VcpuExit::Shutdown => return Ok((GuestStop::TripleFault, exits, faults)),
-            VcpuExit::FailEntry(reason, _) => return Err(RunError::FailEntry(reason)),
-            VcpuExit::InternalError => {
-                let detail = internal_error(vcpu);
-                return Err(RunError::InternalError { exits, detail });
-            }
-            VcpuExit::Intr => {}
-            _ => faults.unexpected_exits += 1,
         }
         if exits >= cfg.max_exits || start.elapsed() > cfg.timeout {
             return Err(RunError::NoHalt {

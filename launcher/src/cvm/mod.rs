@@ -11,12 +11,14 @@
 //!   INIT_MEM_REGION… → FINALIZE_VM.
 //! - [`exits`]: runtime exits (MAP_GPA_RANGE, memory faults, TDX GetQuote) over [`exits::MemoryOps`].
 //! - [`quote`]: GetQuote answered by the simulated PSP socket.
+//! - [`cpuid`]: `struct kvm_cpuid_entry2` as bytes, for CPUID lists, TDX INIT_VM and the SNP CPUID page.
 //!
 //! The implementation of [`CvmOps`] and [`exits::MemoryOps`] on real KVM file descriptors is
 //! [`crate::kvm::confidential`]; [`crate::hardware`] drives it for `cvm-launch run --tee snp|tdx`.
 //! On this project's machines (no SNP or TDX) only its failure paths on a default VM are tested;
 //! the launch itself has not been run on SNP or TDX hardware.
 
+pub mod cpuid;
 pub mod exits;
 pub mod quote;
 pub mod snp;

@@ -6,6 +6,7 @@
 
 use std::mem::{offset_of, size_of};
 
+use super::cpuid::{CPUID_ENTRY_LEN, EAX, FUNCTION, INDEX, word};
 use super::{AlignedPages, CvmOps, LaunchOps, OpsError, TdxData, exits, get_u64, put};
 use crate::tdx::tdvf::{ATTR_MR_EXTEND, ATTR_PAGE_AUG, TdvfSection, TdvfSectionType};
 
@@ -77,8 +78,6 @@ pub struct KvmTdxInitMemRegion {
 }
 const _: () = assert!(size_of::<KvmTdxInitMemRegion>() == 24);
 
-/// Size of one `struct kvm_cpuid_entry2`.
-pub const CPUID_ENTRY_LEN: usize = 40;
 /// Size of `struct kvm_tdx_capabilities` before its `struct kvm_cpuid2` (supported_attrs,
 /// supported_xfam, four TDVMCALL info words, reserved[250]).
 pub const CAPABILITIES_HEADER_LEN: usize = 2048;
@@ -158,14 +157,13 @@ pub fn configurable_cpuid(
     configurable: &[[u8; CPUID_ENTRY_LEN]],
     supported: &[[u8; CPUID_ENTRY_LEN]],
 ) -> Vec<[u8; CPUID_ENTRY_LEN]> {
-    let key = |e: &[u8; CPUID_ENTRY_LEN]| (word(e, 0), word(e, 1));
+    let key = |e: &[u8; CPUID_ENTRY_LEN]| (word(e, FUNCTION), word(e, INDEX));
     configurable
         .iter()
         .filter_map(|c| {
             let s = supported.iter().find(|s| key(s) == key(c))?;
             let mut e = *s;
-            // eax, ebx, ecx, edx are words 3..7.
-            for w in 3..7 {
+            for w in EAX..EAX + 4 {
                 put(&mut e, w * 4, &(word(s, w) & word(c, w)).to_le_bytes());
             }
             Some(e)
@@ -173,11 +171,6 @@ pub fn configurable_cpuid(
         .collect()
 }
 
-fn word(e: &[u8; CPUID_ENTRY_LEN], i: usize) -> u32 {
-    e.get(i * 4..i * 4 + 4)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
-}
 /// Upper bound on re-issuing a partially completed INIT_MEM_REGION.
 const MAX_RETRIES: usize = 1 << 20;
 
@@ -473,14 +466,7 @@ mod tests {
     }
 
     fn entry(leaf: u32, sub: u32, regs: [u32; 4]) -> [u8; CPUID_ENTRY_LEN] {
-        let mut e = [0u8; CPUID_ENTRY_LEN];
-        for (i, w) in [leaf, sub, 0, regs[0], regs[1], regs[2], regs[3]]
-            .iter()
-            .enumerate()
-        {
-            e[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
-        }
-        e
+        crate::cvm::cpuid::entry([leaf, sub, 0, regs[0], regs[1], regs[2], regs[3]])
     }
 
     #[test]

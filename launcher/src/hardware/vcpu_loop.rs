@@ -5,7 +5,7 @@
 //! `KVM_RUN` and end with the process.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use kvm_bindings::{
@@ -19,7 +19,7 @@ use crate::cvm::exits::{self, KVM_HC_MAP_GPA_RANGE, QuoteService, TDVMCALL_GET_Q
 use crate::devices::PioBus;
 use crate::kvm::confidential::{ConfidentialVm, CvmFds, KVM_EXIT_TDX, set_tdx_ret, tdx_exit};
 use crate::kvm::vm::internal_error;
-use crate::vmm::{GuestFaults, GuestStop};
+use crate::vmm::{GuestFaults, GuestStop, io_exit};
 
 /// `KVM_ENOSYS` (include/uapi/linux/kvm_para.h): the answer to a hypercall the VMM does not handle.
 const KVM_ENOSYS: u64 = 1000;
@@ -91,73 +91,61 @@ fn run_one(id: u64, mut vcpu: VcpuFd, sh: &Shared) -> Result<HwOutcome, HwError>
         vcpus: &[],
     };
     loop {
-        let exit = match vcpu.run() {
+        let mut exit = match vcpu.run() {
             Ok(e) => e,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
             Err(source) => return Err(HwError::KvmRun { vcpu: id, source }),
         };
         exits += 1;
-        let stop = match exit {
-            VcpuExit::IoOut(port, data) => {
-                if !sh.bus.lock().is_ok_and(|mut b| b.write(port, data)) {
-                    faults.unhandled_port_writes += 1;
+        let handled = io_exit(
+            &mut exit,
+            &mut sh.bus.lock().unwrap_or_else(PoisonError::into_inner),
+            &mut faults,
+        );
+        let stop = if handled {
+            sh.reset.load(Ordering::Acquire).then_some(GuestStop::Reset)
+        } else {
+            match exit {
+                VcpuExit::Hypercall(h) => {
+                    *h.ret = if h.nr == KVM_HC_MAP_GPA_RANGE {
+                        exits::map_gpa_range(&mut mem, &h.args)
+                    } else {
+                        faults.unexpected_exits += 1;
+                        KVM_ENOSYS.wrapping_neg()
+                    };
+                    None
                 }
-                sh.reset.load(Ordering::Acquire).then_some(GuestStop::Reset)
-            }
-            VcpuExit::IoIn(port, data) => {
-                if !sh.bus.lock().is_ok_and(|mut b| b.read(port, data)) {
-                    faults.unhandled_port_reads += 1;
+                VcpuExit::MemoryFault { flags, gpa, size } => {
+                    exits::memory_fault(&mut mem, flags, gpa, size)
+                        .map_err(|source| HwError::MemoryFault { vcpu: id, source })?;
+                    None
                 }
-                None
-            }
-            VcpuExit::MmioRead(_, data) => {
-                data.fill(0xff);
-                faults.mmio_accesses += 1;
-                None
-            }
-            VcpuExit::MmioWrite(..) => {
-                faults.mmio_accesses += 1;
-                None
-            }
-            VcpuExit::Hypercall(h) => {
-                *h.ret = if h.nr == KVM_HC_MAP_GPA_RANGE {
-                    exits::map_gpa_range(&mut mem, &h.args)
-                } else {
+                VcpuExit::Unsupported(KVM_EXIT_TDX) => {
+                    let e = tdx_exit(&mut vcpu);
+                    if e.nr == TDVMCALL_GET_QUOTE {
+                        let ret = exits::get_quote(&mut mem, sh.quote.as_ref(), e.gpa, e.size);
+                        set_tdx_ret(&mut vcpu, ret);
+                    } else {
+                        // KVM preset the return code; the TDVMCALL completes with it.
+                        faults.unexpected_exits += 1;
+                    }
+                    None
+                }
+                VcpuExit::Hlt => Some(GuestStop::Halted),
+                VcpuExit::Shutdown => Some(GuestStop::TripleFault),
+                VcpuExit::SystemEvent(kind, _) => Some(system_event(id, kind)?),
+                VcpuExit::FailEntry(reason, _) => {
+                    return Err(HwError::FailEntry { vcpu: id, reason });
+                }
+                VcpuExit::InternalError => {
+                    let detail = internal_error(&mut vcpu);
+                    return Err(HwError::InternalError { vcpu: id, detail });
+                }
+                VcpuExit::Intr => None,
+                _ => {
                     faults.unexpected_exits += 1;
-                    KVM_ENOSYS.wrapping_neg()
-                };
-                None
-            }
-            VcpuExit::MemoryFault { flags, gpa, size } => {
-                exits::memory_fault(&mut mem, flags, gpa, size)
-                    .map_err(|source| HwError::MemoryFault { vcpu: id, source })?;
-                None
-            }
-            VcpuExit::Unsupported(KVM_EXIT_TDX) => {
-                let e = tdx_exit(&mut vcpu);
-                if e.nr == TDVMCALL_GET_QUOTE {
-                    let ret = exits::get_quote(&mut mem, sh.quote.as_ref(), e.gpa, e.size);
-                    set_tdx_ret(&mut vcpu, ret);
-                } else {
-                    // KVM preset the return code; the TDVMCALL completes with it.
-                    faults.unexpected_exits += 1;
+                    None
                 }
-                None
-            }
-            VcpuExit::Hlt => Some(GuestStop::Halted),
-            VcpuExit::Shutdown => Some(GuestStop::TripleFault),
-            VcpuExit::SystemEvent(kind, _) => Some(system_event(id, kind)?),
-            VcpuExit::FailEntry(reason, _) => {
-                return Err(HwError::FailEntry { vcpu: id, reason });
-            }
-            VcpuExit::InternalError => {
-                let detail = internal_error(&mut vcpu);
-                return Err(HwError::InternalError { vcpu: id, detail });
-            }
-            VcpuExit::Intr => None,
-            _ => {
-                faults.unexpected_exits += 1;
-                None
             }
         };
         if let Some(stop) = stop {

@@ -22,8 +22,9 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vmm_sys_util::ioctl::ioctl_with_mut_ref;
 
 use super::vm::{GuestRam, VmError};
+use crate::cvm::cpuid::{self, CPUID_ENTRY_LEN};
 use crate::cvm::exits::{KVM_HC_MAP_GPA_RANGE, MemoryOps};
-use crate::cvm::tdx::{CPUID_ENTRY_LEN, KvmTdxCmd};
+use crate::cvm::tdx::KvmTdxCmd;
 use crate::cvm::{CvmOps, OpsError, TdxData, snp, tdx};
 
 /// `KVM_X86_DEFAULT_VM`: a plain VM (no private memory; used by the tests on hosts without SNP/TDX).
@@ -283,23 +284,14 @@ impl ConfidentialVm {
     }
 }
 
-/// A `kvm_cpuid_entry2` as its 40 bytes (little-endian fields in declaration order).
+/// A `kvm_cpuid_entry2` as its 40 bytes.
 fn entry_bytes(e: &kvm_cpuid_entry2) -> [u8; CPUID_ENTRY_LEN] {
-    let mut b = [0u8; CPUID_ENTRY_LEN];
-    let words = [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx];
-    for (dst, w) in b.chunks_exact_mut(4).zip(words) {
-        dst.copy_from_slice(&w.to_le_bytes());
-    }
-    b
+    cpuid::entry([e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx])
 }
 
 /// The inverse of [`entry_bytes`].
 fn entry_from_bytes(b: &[u8; CPUID_ENTRY_LEN]) -> kvm_cpuid_entry2 {
-    let w = |i: usize| {
-        b.get(i * 4..i * 4 + 4)
-            .and_then(|s| s.try_into().ok())
-            .map_or(0, u32::from_le_bytes)
-    };
+    let w = |i| cpuid::word(b, i);
     kvm_cpuid_entry2 {
         function: w(0),
         index: w(1),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Boot, DEFAULT_HARDWARE_MIB, RunArgs, RunCliError, RunTee, finish, parse_host_data, snp_boot,
+    Boot, DEFAULT_HARDWARE_MIB, RunArgs, RunCliError, RunTee, finish, hex_or_zero, snp_boot,
 };
 use crate::cvm::exits::QuoteService;
 use crate::cvm::quote::{NoQuoteService, SimQuoteSocket};
@@ -113,8 +113,11 @@ pub fn hardware_args(a: RunArgs) -> Result<HwRunArgs, RunCliError> {
             firmware: a.firmware.ok_or(RunCliError::NothingToBoot)?,
             params: TdxRunParams {
                 vcpus: a.vcpus,
-                mrconfigid: hex48("--mrconfigid", a.mrconfigid.as_deref())?,
-                mrowner: hex48("--mrowner", a.mrowner.as_deref())?,
+                mrconfigid: hex_or_zero(
+                    a.mrconfigid.as_deref(),
+                    RunCliError::Hex48("--mrconfigid"),
+                )?,
+                mrowner: hex_or_zero(a.mrowner.as_deref(), RunCliError::Hex48("--mrowner"))?,
             },
             quote_socket: a.quote_socket,
         }
@@ -129,7 +132,7 @@ pub fn hardware_args(a: RunArgs) -> Result<HwRunArgs, RunCliError> {
         };
         let launch = SnpLaunchParams {
             policy: parse_policy(a.policy.as_deref())?,
-            host_data: parse_host_data(a.host_data.as_deref())?,
+            host_data: hex_or_zero(a.host_data.as_deref(), RunCliError::HostData)?,
             cpuid_page: None,
             id,
         };
@@ -199,15 +202,6 @@ fn parse_policy(h: Option<&str>) -> Result<u64, RunCliError> {
     match u64::from_str_radix(h.trim_start_matches("0x"), 16) {
         Ok(p) if p & POLICY_RESERVED_ONE != 0 => Ok(p),
         _ => Err(RunCliError::Policy(h.to_owned())),
-    }
-}
-
-/// A 48-byte measurement register value in hex (zero when absent).
-fn hex48(flag: &'static str, h: Option<&str>) -> Result<[u8; 48], RunCliError> {
-    match h.map(hex::decode) {
-        None => Ok([0u8; 48]),
-        Some(Ok(b)) => b.try_into().map_err(|_| RunCliError::Hex48(flag)),
-        Some(Err(_)) => Err(RunCliError::Hex48(flag)),
     }
 }
 

@@ -184,12 +184,14 @@ pub fn hardware_refusal(tee: RunTee, probe: &ProbeReport) -> Option<String> {
     ))
 }
 
-/// `--host-data`: 64 hex digits, zero when absent.
-fn parse_host_data(h: Option<&str>) -> Result<[u8; 32], RunCliError> {
-    match h.map(hex::decode) {
-        None => Ok([0u8; 32]),
-        Some(Ok(b)) => b.try_into().map_err(|_| RunCliError::HostData),
-        Some(Err(_)) => Err(RunCliError::HostData),
+/// `N` bytes given in hex (zero when the flag is absent), or `bad`.
+fn hex_or_zero<const N: usize>(h: Option<&str>, bad: RunCliError) -> Result<[u8; N], RunCliError> {
+    match h {
+        None => Ok([0u8; N]),
+        Some(h) => hex::decode(h)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(bad),
     }
 }
 
@@ -233,7 +235,7 @@ fn sim_args(a: RunArgs) -> Result<SimRunArgs, RunCliError> {
         return Err(RunCliError::NotFor { flag, tee: "sim" });
     }
     let sim_dir = a.sim_dir.clone().ok_or(RunCliError::NeedsSimDir)?;
-    let host_data = parse_host_data(a.host_data.as_deref())?;
+    let host_data = hex_or_zero(a.host_data.as_deref(), RunCliError::HostData)?;
     let boot = snp_boot(&a, a.memory)?;
     let (memory_mib, timeout) = match boot {
         Boot::Linux(_) => (a.memory.unwrap_or(DEFAULT_KERNEL_MIB), a.timeout),

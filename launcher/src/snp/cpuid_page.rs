@@ -3,6 +3,8 @@
 //! functions of 48 bytes each (EAX_IN, ECX_IN, XCR0_IN, XSS_IN, EAX, EBX, ECX, EDX, reserved).
 //! The PSP checks every value against what the hardware allows during SNP_LAUNCH_UPDATE.
 
+use crate::cvm::cpuid::{CPUID_ENTRY_LEN, EAX, FLAGS, FUNCTION, INDEX, word};
+
 /// Most functions one CPUID page holds.
 pub const MAX_FUNCTIONS: usize = 64;
 /// Size of one function entry.
@@ -23,7 +25,7 @@ pub struct TooManyFunctions(pub usize);
 
 /// The CPUID page for `entries` (`struct kvm_cpuid_entry2` as 40 bytes each, the way KVM
 /// reports them and the vCPUs get them with `KVM_SET_CPUID2`).
-pub fn cpuid_page(entries: &[[u8; 40]]) -> Result<Box<[u8; 4096]>, TooManyFunctions> {
+pub fn cpuid_page(entries: &[[u8; CPUID_ENTRY_LEN]]) -> Result<Box<[u8; 4096]>, TooManyFunctions> {
     if entries.len() > MAX_FUNCTIONS {
         return Err(TooManyFunctions(entries.len()));
     }
@@ -35,12 +37,7 @@ pub fn cpuid_page(entries: &[[u8; 40]]) -> Result<Box<[u8; 4096]>, TooManyFuncti
     };
     put(0, &(entries.len() as u32).to_le_bytes());
     for (i, e) in entries.iter().enumerate() {
-        let w = |k: usize| {
-            e.get(k * 4..k * 4 + 4)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u32::from_le_bytes)
-        };
-        let (function, index, flags) = (w(0), w(1), w(2));
+        let (function, index, flags) = (word(e, FUNCTION), word(e, INDEX), word(e, FLAGS));
         let ecx_in = if flags & SIGNIFICANT_INDEX != 0 {
             index
         } else {
@@ -53,8 +50,8 @@ pub fn cpuid_page(entries: &[[u8; 40]]) -> Result<Box<[u8; 4096]>, TooManyFuncti
         put(at + 4, &ecx_in.to_le_bytes());
         put(at + 8, &xcr0_in.to_le_bytes());
         // XSS_IN stays 0; then EAX, EBX, ECX, EDX.
-        for (k, reg) in (3..7).enumerate() {
-            put(at + 24 + k * 4, &w(reg).to_le_bytes());
+        for (k, reg) in (EAX..EAX + 4).enumerate() {
+            put(at + 24 + k * 4, &word(e, reg).to_le_bytes());
         }
     }
     Ok(page)
@@ -65,14 +62,7 @@ mod tests {
     use super::*;
 
     fn entry(function: u32, index: u32, flags: u32, regs: [u32; 4]) -> [u8; 40] {
-        let mut e = [0u8; 40];
-        for (i, w) in [function, index, flags, regs[0], regs[1], regs[2], regs[3]]
-            .iter()
-            .enumerate()
-        {
-            e[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
-        }
-        e
+        crate::cvm::cpuid::entry([function, index, flags, regs[0], regs[1], regs[2], regs[3]])
     }
 
     #[test]
