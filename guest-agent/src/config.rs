@@ -1,6 +1,7 @@
 //! `--config FILE`: the `unlock`/`run` options in TOML, under the long option names with `_` for `-`
 //! (`server`, `ca`, `resource`, `tee`, `vmpl`, `sim_socket`, `tsm_root`, `sealed`, `out`, `secret_out`,
-//! `luks`, `name`, `luks_check`, `cryptsetup`, `attempts`, `backoff_ms`, `timeout_secs`, `omit_certs`).
+//! `luks`, `name`, `luks_check`, `mount`, `cryptsetup`, `attempts`, `backoff_ms`, `timeout_secs`, `omit_certs`),
+//! and for `run` the workload as `command = ["PROGRAM", "ARG", …]` (used when none follows `--`).
 //! Options given on the command line win over the file. Relative paths are taken as they are (relative to
 //! the working directory), as on the command line.
 
@@ -37,6 +38,8 @@ pub struct AgentConfig {
     pub name: Option<String>,
     /// `--luks-check`.
     pub luks_check: Option<bool>,
+    /// `--mount`.
+    pub mount: Option<PathBuf>,
     /// `--cryptsetup`.
     pub cryptsetup: Option<PathBuf>,
     /// `--attempts`.
@@ -47,6 +50,8 @@ pub struct AgentConfig {
     pub timeout_secs: Option<u64>,
     /// `--omit-certs`.
     pub omit_certs: Option<bool>,
+    /// `run`'s workload: the program and its arguments.
+    pub command: Option<Vec<String>>,
 }
 
 /// Why the configuration file could not be used.
@@ -98,7 +103,8 @@ mod tests {
     #[test]
     fn parses_known_keys_and_refuses_unknown_ones() {
         let c = AgentConfig::parse(
-            "server = \"https://a:1\"\nresource = \"db\"\nattempts = 3\nomit_certs = true\nvmpl = 2\n",
+            "server = \"https://a:1\"\nresource = \"db\"\nattempts = 3\nomit_certs = true\nvmpl = 2\n\
+             command = [\"/bin/app\", \"--serve\"]\nmount = \"/mnt/data\"\n",
             Path::new("x"),
         )
         .unwrap();
@@ -106,6 +112,11 @@ mod tests {
         assert_eq!(c.attempts, Some(3));
         assert_eq!(c.omit_certs, Some(true));
         assert_eq!(c.vmpl, Some(2));
+        assert_eq!(
+            c.command,
+            Some(vec!["/bin/app".to_owned(), "--serve".to_owned()])
+        );
+        assert_eq!(c.mount, Some(PathBuf::from("/mnt/data")));
         let e = AgentConfig::parse("sever = \"x\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("sever"), "{e}");
     }

@@ -25,12 +25,13 @@ struct Cli {
 enum Command {
     /// Attest, receive the secret and unlock (a sealed file, or the secret written to a file).
     Unlock(UnlockArgs),
-    /// Unlock like `unlock`, then replace this process with the workload: `run [OPTIONS] -- CMD ARGS…`.
+    /// Unlock like `unlock`, then replace this process with the workload: `run [OPTIONS] -- CMD ARGS…` (or
+    /// `command = [...]` in --config).
     Run {
         #[command(flatten)]
         unlock: UnlockArgs,
-        /// The workload command and its arguments.
-        #[arg(last = true, required = true, value_name = "CMD")]
+        /// The workload command and its arguments (default: `command` in --config).
+        #[arg(last = true, value_name = "CMD")]
         command: Vec<String>,
     },
     /// Produce evidence over the given REPORT_DATA and write it (the raw report or quote) to a file.
@@ -52,14 +53,16 @@ enum Command {
 #[derive(Args, Clone)]
 struct TeeArgs {
     /// Evidence provider. auto probes, in order: SNP (configfs-tsm, else /dev/sev-guest), TDX (configfs-tsm,
-    /// else /dev/tdx_guest where the kernel offers quotes there), then sim (--sim-socket); snp and tdx use
+    /// else /dev/tdx_guest where the kernel offers quotes there), then sim (--sim-socket, else the launcher's
+    /// virtio-serial port cvm-psp); snp and tdx use
     /// the same fallbacks; sim-tdx asks the simulated PSP for a TDX-format quote instead of an SNP report.
     #[arg(long, value_name = "auto|snp|tdx|sim|sim-tdx", default_value = "auto")]
     tee: TeeChoice,
     /// The SNP VMPL to request the report at (configfs-tsm privlevel, /dev/sev-guest).
     #[arg(long, value_name = "0-3", default_value_t = 0, value_parser = vmpl_range())]
     vmpl: u8,
-    /// The launcher's simulated PSP socket (for --tee sim).
+    /// The launcher's simulated PSP (for --tee sim): a Unix socket or a character device; default: the
+    /// virtio-serial port named cvm-psp (/dev/virtio-ports/cvm-psp, or found in /sys/class/virtio-ports).
     #[arg(long, value_name = "PATH")]
     sim_socket: Option<PathBuf>,
     /// The configfs-tsm report directory.
@@ -89,7 +92,8 @@ struct UnlockArgs {
     /// The SNP VMPL to request the report at (configfs-tsm privlevel, /dev/sev-guest) [default: 0].
     #[arg(long, value_name = "0-3", value_parser = vmpl_range())]
     vmpl: Option<u8>,
-    /// The launcher's simulated PSP socket (for --tee sim).
+    /// The launcher's simulated PSP (for --tee sim): a Unix socket or a character device; default: the
+    /// virtio-serial port named cvm-psp (/dev/virtio-ports/cvm-psp, or found in /sys/class/virtio-ports).
     #[arg(long, value_name = "PATH")]
     sim_socket: Option<PathBuf>,
     /// The configfs-tsm report directory [default: /sys/kernel/config/tsm/report].
@@ -114,6 +118,14 @@ struct UnlockArgs {
     /// With --luks: only check that the key opens the device (cryptsetup --test-passphrase).
     #[arg(long)]
     luks_check: bool,
+    /// With --luks --name: mount /dev/mapper/NAME on this directory (created if missing) with `mount`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "luks",
+        conflicts_with = "luks_check"
+    )]
+    mount: Option<PathBuf>,
     /// The cryptsetup program [default: cryptsetup].
     #[arg(long, value_name = "PATH")]
     cryptsetup: Option<PathBuf>,
@@ -148,6 +160,8 @@ struct Resolved {
     server: ServerOptions,
     provider: ProviderOptions,
     unlocker: Unlocker,
+    /// `command` from --config (`run` uses it when no command follows `--`).
+    command: Vec<String>,
 }
 
 impl UnlockArgs {
@@ -223,10 +237,17 @@ impl UnlockArgs {
                         ));
                     }
                 };
+                let mount = self.mount.clone().or(c.mount);
+                if mount.is_some() && luks_check {
+                    return Err(AgentError::Usage(
+                        "mount and --luks-check exclude each other (a check maps nothing)".into(),
+                    ));
+                }
                 Unlocker::Luks {
                     device,
                     name,
                     check: luks_check,
+                    mount,
                     cryptsetup: self
                         .cryptsetup
                         .clone()
@@ -235,9 +256,9 @@ impl UnlockArgs {
                 }
             }
             (None, None, None, None) => {
-                if name.is_some() || luks_check {
+                if name.is_some() || luks_check || c.mount.is_some() {
                     return Err(AgentError::Usage(
-                        "--name and --luks-check go with --luks".into(),
+                        "--name, --luks-check and mount go with --luks".into(),
                     ));
                 }
                 Unlocker::Nothing
@@ -263,6 +284,7 @@ impl UnlockArgs {
             server: o,
             provider,
             unlocker,
+            command: c.command.unwrap_or_default(),
         })
     }
 }
@@ -278,7 +300,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
 }
 
 fn do_unlock(args: &UnlockArgs) -> Result<(), AgentError> {
-    let r = args.resolve()?;
+    unlock_resolved(&args.resolve()?)
+}
+
+fn unlock_resolved(r: &Resolved) -> Result<(), AgentError> {
     r.unlocker.preflight()?;
     let provider = select(&r.provider)?;
     eprintln!(
@@ -295,10 +320,16 @@ fn do_unlock(args: &UnlockArgs) -> Result<(), AgentError> {
 
 fn do_run(args: &UnlockArgs, command: &[String]) -> Result<(), AgentError> {
     use std::os::unix::process::CommandExt;
-    do_unlock(args)?;
-    let (prog, rest) = command
-        .split_first()
-        .ok_or_else(|| AgentError::Usage("run needs a command after --".into()))?;
+    let r = args.resolve()?;
+    let command = if command.is_empty() {
+        &r.command
+    } else {
+        command
+    };
+    let (prog, rest) = command.split_first().ok_or_else(|| {
+        AgentError::Usage("run needs a command after -- (or command = [...] in --config)".into())
+    })?;
+    unlock_resolved(&r)?;
     eprintln!("cvm-agent: running {prog}");
     let source = std::process::Command::new(prog).args(rest).exec();
     Err(AgentError::Io {

@@ -1,7 +1,7 @@
 //! Evidence providers: one trait, several TEEs, and the `--tee auto|snp|tdx|sim` selection.
 
 use crate::sevguest::SevGuest;
-use crate::simsock::SimSocket;
+use crate::simsock::{self, SimSocket};
 use crate::tdxguest::{TDX_GUEST_DEVICE, TdxGuest};
 use crate::tdxioctl::TdxGuestFile;
 use crate::tsm::{Tsm, TsmProvider};
@@ -136,16 +136,25 @@ pub struct ProviderOptions {
 }
 
 /// Selects a provider. `auto` probes, in order: SNP (configfs-tsm with the `sev_guest` provider, else
-/// `/dev/sev-guest`), TDX (configfs-tsm with `tdx_guest`, else `/dev/tdx_guest`), then the simulator socket
-/// when `--sim-socket` names one. The error says what each probe found.
+/// `/dev/sev-guest`), TDX (configfs-tsm with `tdx_guest`, else `/dev/tdx_guest`), then the simulated PSP:
+/// the socket `--sim-socket` names, else the launcher's virtio-serial port `cvm-psp`. The error says what
+/// each probe found.
 pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError> {
+    let sim_path = || {
+        opts.sim_socket
+            .clone()
+            .or_else(|| simsock::find_port(Path::new(simsock::PORTS_SYSFS), Path::new("/dev")))
+    };
     let sim = |format| -> Result<Box<dyn Provider>, ProviderError> {
-        match &opts.sim_socket {
-            Some(p) => Ok(Box::new(SimSocket::new(p, format))),
-            None => Err(ProviderError::None(
-                "--tee sim needs --sim-socket PATH (the socket `cvm-launch run --tee sim --sim-socket` serves)"
-                    .into(),
-            )),
+        match sim_path() {
+            Some(p) => Ok(Box::new(SimSocket::new(&p, format))),
+            None => Err(ProviderError::None(format!(
+                "--tee sim needs --sim-socket PATH (the socket `cvm-launch run --tee sim --sim-socket` serves) \
+                 or, in a guest of `cvm-launch run --vmm qemu --tee sim`, the virtio-serial port named {:?} \
+                 (none in {})",
+                simsock::PORT_NAME,
+                simsock::PORTS_SYSFS
+            ))),
         }
     };
     match opts.tee {
@@ -163,10 +172,13 @@ pub fn select(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError
                 Ok(p) => return Ok(p),
                 Err(e) => tried.push(e.to_string()),
             }
-            if opts.sim_socket.is_some() {
+            if sim_path().is_some() {
                 return sim(TeeKind::Snp);
             }
-            tried.push("sim: no --sim-socket given".into());
+            tried.push(format!(
+                "sim: no --sim-socket given and no virtio-serial port named {:?}",
+                simsock::PORT_NAME
+            ));
             Err(ProviderError::None(format!(
                 "auto found no TEE ({}); on a host without a TEE pass --tee sim --sim-socket PATH",
                 tried.join("; ")

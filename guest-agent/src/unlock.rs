@@ -363,6 +363,8 @@ pub enum Unlocker {
         name: String,
         /// Only check the key (`cryptsetup open --test-passphrase`), map nothing.
         check: bool,
+        /// Mount the opened mapping on this directory.
+        mount: Option<PathBuf>,
         /// The `cryptsetup` program.
         cryptsetup: PathBuf,
     },
@@ -393,14 +395,24 @@ impl Unlocker {
                 device,
                 name,
                 check,
+                mount,
                 cryptsetup,
             } => {
                 luks_open(cryptsetup, device, name, *check, secret)?;
-                Ok(if *check {
-                    format!("the key of {resource:?} opens {}", device.display())
-                } else {
-                    format!("{} opened as /dev/mapper/{name}", device.display())
-                })
+                if *check {
+                    return Ok(format!(
+                        "the key of {resource:?} opens {}",
+                        device.display()
+                    ));
+                }
+                let opened = format!("{} opened as /dev/mapper/{name}", device.display());
+                match mount {
+                    None => Ok(opened),
+                    Some(dir) => {
+                        mount_mapping(name, dir)?;
+                        Ok(format!("{opened}, mounted on {}", dir.display()))
+                    }
+                }
             }
             Unlocker::SecretFile(path) => {
                 write_private(path, secret)?;
@@ -485,6 +497,38 @@ pub fn luks_open(
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ),
+    })
+}
+
+/// Mounts `/dev/mapper/NAME` on `dir` (created if missing) with the `mount` program; the filesystem type is
+/// the one `mount` detects.
+fn mount_mapping(name: &str, dir: &Path) -> Result<(), AgentError> {
+    let device = format!("/dev/mapper/{name}");
+    let what = format!("mount {device} {}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|source| AgentError::Io {
+        what: format!("create the mount point {}", dir.display()),
+        source,
+    })?;
+    let out = std::process::Command::new("mount")
+        .arg(&device)
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|source| AgentError::Io {
+            what: what.clone(),
+            source,
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(AgentError::Io {
+        what,
+        source: std::io::Error::other(format!(
+            "{} ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            "the volume is open; check its filesystem and the mount point"
+        )),
     })
 }
 

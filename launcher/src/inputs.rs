@@ -124,18 +124,28 @@ pub struct LinuxInputs {
 impl LinuxInputs {
     /// Reads the files and builds the direct-boot plan.
     pub fn plan(&self) -> Result<LaunchPlan, InputError> {
-        let (cpu, vmm, guest_features) = guest_cpu(
-            &self.cpu_type,
-            self.vmm_type.as_deref(),
-            self.guest_features.as_deref(),
-        )?;
         let initrd = self
             .initrd
             .as_deref()
             .map(|p| read("initrd", p))
             .transpose()?;
+        self.plan_with(read("kernel", &self.kernel)?, initrd)
+    }
+
+    /// Builds the direct-boot plan of these kernel and initrd bytes (read once by the caller, who hands
+    /// the same bytes to the VMM).
+    pub fn plan_with(
+        &self,
+        kernel: Vec<u8>,
+        initrd: Option<Vec<u8>>,
+    ) -> Result<LaunchPlan, InputError> {
+        let (cpu, vmm, guest_features) = guest_cpu(
+            &self.cpu_type,
+            self.vmm_type.as_deref(),
+            self.guest_features.as_deref(),
+        )?;
         Ok(LaunchPlan::linux(LinuxPlanConfig {
-            kernel: read("kernel", &self.kernel)?,
+            kernel,
             initrd,
             cmdline: self.append.clone(),
             ram_mib: self.memory_mib,
@@ -149,32 +159,45 @@ impl LinuxInputs {
 impl SnpInputs {
     /// Reads the files and builds the plan configuration.
     pub fn config(&self) -> Result<SnpPlanConfig, InputError> {
+        let (kernel, initrd) = match &self.kernel {
+            None => (None, None),
+            Some(k) => (
+                Some(read("kernel", k)?),
+                self.initrd
+                    .as_deref()
+                    .map(|p| read("initrd", p))
+                    .transpose()?,
+            ),
+        };
+        self.config_with(read("firmware", &self.firmware)?, kernel, initrd)
+    }
+
+    /// The plan configuration of these firmware, kernel and initrd bytes (read once by the caller, who
+    /// hands the same bytes to the VMM); the paths of `self` are not read.
+    pub fn config_with(
+        &self,
+        firmware: Vec<u8>,
+        kernel: Option<Vec<u8>>,
+        initrd: Option<Vec<u8>>,
+    ) -> Result<SnpPlanConfig, InputError> {
         let (cpu, vmm, guest_features) = guest_cpu(
             &self.cpu_type,
             self.vmm_type.as_deref(),
             self.guest_features.as_deref(),
         )?;
-        let kernel_hashes = match &self.kernel {
-            None if self.initrd.is_some() || self.append.is_some() => {
+        let kernel_hashes = match &kernel {
+            None if self.initrd.is_some() || self.append.is_some() || initrd.is_some() => {
                 return Err(InputError::NeedsKernel);
             }
             None => None,
-            Some(k) => {
-                let kernel = read("kernel", k)?;
-                let initrd = self
-                    .initrd
-                    .as_deref()
-                    .map(|p| read("initrd", p))
-                    .transpose()?;
-                Some(KernelHashes::new(
-                    &kernel,
-                    initrd.as_deref(),
-                    self.append.as_deref(),
-                ))
-            }
+            Some(kernel) => Some(KernelHashes::new(
+                kernel,
+                initrd.as_deref(),
+                self.append.as_deref(),
+            )),
         };
         Ok(SnpPlanConfig {
-            firmware: read("firmware", &self.firmware)?,
+            firmware,
             vcpus: self.vcpus,
             cpu,
             vmm,
@@ -186,6 +209,20 @@ impl SnpInputs {
     /// Reads the files and builds the plan.
     pub fn plan(&self) -> Result<LaunchPlan, InputError> {
         Ok(LaunchPlan::snp(self.config()?)?)
+    }
+
+    /// The plan of these bytes ([`SnpInputs::config_with`]).
+    pub fn plan_with(
+        &self,
+        firmware: Vec<u8>,
+        kernel: Vec<u8>,
+        initrd: Option<Vec<u8>>,
+    ) -> Result<LaunchPlan, InputError> {
+        Ok(LaunchPlan::snp(self.config_with(
+            firmware,
+            Some(kernel),
+            initrd,
+        )?)?)
     }
 }
 

@@ -11,10 +11,12 @@
 //! - [`cvm`]: SNP and TDX launch ioctl sequences behind a trait (recorded in tests; bound to real
 //!   fds by [`kvm::confidential`]).
 //! - [`demo`]: `cvm-launch demo`, the whole simulated flow as processes of the four programs.
+//! - [`image`]: `cvm-launch image`, the reproducible guest initramfs (agent, libraries, modules, init).
 //! - [`linux`]: Linux direct boot (bzImage, zero page, long-mode entry) as a launch plan.
 //! - [`vmm`]: the `sim` backend: a plan on plain KVM, vCPU loop, exits.
 //! - [`hardware`]: the `snp` and `tdx` backends: a plan on a confidential VM, vCPU threads, exits.
 //! - [`devices`]: COM1 (8250) and the simulated PSP's I/O ports.
+//! - [`qemu`]: the QEMU engine (`run --vmm qemu`): command line, QMP, console, the forwarded service.
 //! - [`run`]: `cvm-launch run`: arguments, from inputs to a stopped guest, exit codes.
 //! - [`sim_psp`]: the simulated AMD secure processor signing with the plan's digest.
 //! - [`sim_socket`]: the simulated PSP for host processes (Unix socket, CBOR).
@@ -26,6 +28,7 @@ pub mod demo;
 pub mod devices;
 pub mod guid;
 pub mod hardware;
+pub mod image;
 pub mod inputs;
 #[allow(unsafe_code)]
 pub mod kvm;
@@ -34,6 +37,7 @@ pub mod measure;
 pub mod ovmf;
 pub mod plan;
 pub mod probe;
+pub mod qemu;
 pub mod run;
 pub mod sim_psp;
 pub mod sim_socket;

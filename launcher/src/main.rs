@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cvm_launch::demo::stack::EvidenceFormat;
+use cvm_launch::image::command::ImageArgs;
 use cvm_launch::inputs::SnpInputs;
 use cvm_launch::measure::{self, Format};
 use cvm_launch::run::RunArgs;
@@ -103,6 +104,11 @@ enum Command {
         /// Guest RAM in MiB of a `--tee sim --kernel` boot (as given to `run`; default 512).
         #[arg(long)]
         memory: Option<u32>,
+        /// With `--tee sim --kernel`: the evidence format the simulated PSP signs, so which reference
+        /// value to print: snp (the SNP digest, `[snp] measurements`) or tdx (the simulated MRTD of the
+        /// same pages, `[tdx] mrtd`, for an agent with `--tee sim-tdx`).
+        #[arg(long, value_enum, default_value = "snp")]
+        evidence: EvidenceFormat,
         /// Output format.
         #[arg(long, value_enum, default_value = "toml")]
         format: OutFormat,
@@ -126,6 +132,21 @@ enum Command {
     /// Exit 0 when the guest halts, reboots or shuts down; 1 when the VM fails; 2 for unusable
     /// arguments or hosts.
     Run(Box<RunArgs>),
+    /// Build a guest initramfs reproducibly (the same inputs give the same bytes, so the same
+    /// measurement): cvm-agent and its libraries, busybox, cryptsetup for --luks, the kernel modules
+    /// from --kernel-modules with their dependencies, the agent's configuration with the service's
+    /// CA, --add'ed files and the workload after `--`. Its /init mounts proc/sys/dev, loads the
+    /// modules, sets a static address, runs `cvm-agent run` (attest, unlock, exec the workload)
+    /// and powers off, printing the exit status. Prints the image's SHA-256; with --kernel, the
+    /// reference value (policy TOML) of running it with `run --vmm qemu --tee sim`.
+    Image(Box<ImageArgs>),
+    /// Relay stdin/stdout to a service on this host's loopback (what QEMU runs for each guest
+    /// connection to the forwarded attestation address; not for direct use).
+    #[command(hide = true)]
+    Relay {
+        /// The service, 127.0.0.1:PORT.
+        target: std::net::SocketAddr,
+    },
 }
 
 fn measure_tdx(firmware: &std::path::Path, format: Format) -> ExitCode {
@@ -186,6 +207,28 @@ fn print_snp_measurement(
     ExitCode::SUCCESS
 }
 
+/// Prints the simulated MRTD of a direct-boot `plan` (exit 2 with the reason when there is no plan).
+fn print_sim_mrtd(
+    plan: Result<cvm_launch::plan::LaunchPlan, cvm_launch::inputs::InputError>,
+    format: Format,
+) -> ExitCode {
+    let mrtd = plan.map_err(|e| e.to_string()).and_then(|p| {
+        cvm_launch::sim_psp::direct_boot_mrtd(&p).ok_or_else(|| {
+            "a firmware boot's MRTD comes from its TDVF metadata: use --tee tdx".into()
+        })
+    });
+    match mrtd {
+        Ok(m) => {
+            print!("{}", measure::render_tdx(&m, format));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cvm-launch: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Demo { keep, tee, no_kvm } => demo(keep, tee, no_kvm),
@@ -200,6 +243,7 @@ fn main() -> ExitCode {
             initrd,
             append,
             memory,
+            evidence,
             format,
         } => {
             let format = match format {
@@ -242,9 +286,18 @@ fn main() -> ExitCode {
                             vmm_type,
                             guest_features,
                         );
-                        return print_snp_measurement(inputs.plan(), format);
+                        return match evidence {
+                            EvidenceFormat::Snp => print_snp_measurement(inputs.plan(), format),
+                            EvidenceFormat::Tdx => print_sim_mrtd(inputs.plan(), format),
+                        };
                     }
                 }
+            }
+            if evidence != EvidenceFormat::Snp {
+                eprintln!(
+                    "cvm-launch: --evidence tdx applies to `measure --tee sim --kernel` (for TDX use --tee tdx --firmware)"
+                );
+                return ExitCode::from(2);
             }
             if memory.is_some() {
                 eprintln!(
@@ -290,5 +343,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => cvm_launch::run::command(*args),
+        Command::Image(args) => cvm_launch::image::command::command(&args),
+        Command::Relay { target } => match cvm_launch::qemu::relay::relay(target) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cvm-launch relay: {target}: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }

@@ -57,8 +57,19 @@ impl Drop for SimSocket {
 }
 
 /// Binds `path` and serves requests with `signer` on a background thread for the life of the
-/// process (the returned guard removes the socket file).
+/// process (the returned guard removes the socket file); a client silent for [`READ_TIMEOUT`] is
+/// dropped.
 pub fn serve(path: &Path, signer: Arc<dyn ReportSigner>) -> Result<SimSocket, SocketError> {
+    serve_with(path, signer, Some(READ_TIMEOUT))
+}
+
+/// [`serve`] with another limit on a client's silence: `None` for QEMU's virtio-serial connection,
+/// which stays open for the whole run and carries a request whenever the guest's agent asks.
+pub fn serve_with(
+    path: &Path,
+    signer: Arc<dyn ReportSigner>,
+    read_timeout: Option<Duration>,
+) -> Result<SimSocket, SocketError> {
     // A socket left by a launcher that was killed: nobody listens there any more.
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && meta.file_type().is_socket()
@@ -73,7 +84,7 @@ pub fn serve(path: &Path, signer: Arc<dyn ReportSigner>) -> Result<SimSocket, So
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             match conn {
-                Ok(stream) => handle(stream, signer.as_ref()),
+                Ok(stream) => handle(stream, signer.as_ref(), read_timeout),
                 Err(_) => continue,
             }
         }
@@ -83,8 +94,8 @@ pub fn serve(path: &Path, signer: Arc<dyn ReportSigner>) -> Result<SimSocket, So
     })
 }
 
-fn handle(mut stream: UnixStream, signer: &dyn ReportSigner) {
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+fn handle(mut stream: UnixStream, signer: &dyn ReportSigner, read_timeout: Option<Duration>) {
+    let _ = stream.set_read_timeout(read_timeout);
     while let Some(body) = read_frame(&mut stream) {
         let reply = answer(&body, signer);
         if write_frame(&mut stream, &reply).is_err() {

@@ -195,7 +195,7 @@ pub fn run_hardware(hw: &HwRunArgs) -> Result<HwOutcome, RunCliError> {
 
 /// `--policy`: the SNP guest policy in hex (`0x` optional), [`DEFAULT_POLICY`] when absent; bit 17
 /// is reserved and must be one (the PSP refuses the launch otherwise).
-fn parse_policy(h: Option<&str>) -> Result<u64, RunCliError> {
+pub(super) fn parse_policy(h: Option<&str>) -> Result<u64, RunCliError> {
     let Some(h) = h else {
         return Ok(DEFAULT_POLICY);
     };
@@ -206,7 +206,10 @@ fn parse_policy(h: Option<&str>) -> Result<u64, RunCliError> {
 }
 
 /// A file of exactly `N` bytes.
-fn read_exact<const N: usize>(flag: &'static str, path: &Path) -> Result<[u8; N], RunCliError> {
+pub(super) fn read_exact<const N: usize>(
+    flag: &'static str,
+    path: &Path,
+) -> Result<[u8; N], RunCliError> {
     let bad = |reason: String| RunCliError::IdFile {
         flag,
         path: path.display().to_string(),

@@ -14,12 +14,13 @@ use crate::inputs::{InputError, LinuxInputs, SnpInputs};
 use crate::measure::snp_digest;
 use crate::plan::{LaunchPlan, LaunchUpdate};
 use crate::probe::ProbeReport;
-use crate::sim_psp::{LaunchMeasurements, SimPsp};
+use crate::sim_psp::{LaunchMeasurements, SimPsp, direct_boot_mrtd};
 use crate::sim_socket::{self, SocketError};
 use crate::tdx::mrtd::mrtd_of_firmware;
 use crate::vmm::{RunError, RunOutcome, SimRunConfig, run_sim};
 
 pub mod hardware;
+pub mod qemu;
 
 /// The kernel command line of a direct boot without `--append`: the console on COM1 from the
 /// first message on, and a reboot (which ends the run) instead of a hang after a panic.
@@ -46,6 +47,17 @@ pub enum RunTee {
     Sim,
 }
 
+/// Which VMM `run` uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Vmm {
+    /// The launcher's own VMM on /dev/kvm (the repository's test guest; SNP and TDX launches on such
+    /// hosts).
+    #[default]
+    Kvm,
+    /// QEMU: Linux guests with virtio disks, a network to the attestation service and the console.
+    Qemu,
+}
+
 /// The arguments of `cvm-launch run`.
 #[derive(Clone, Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("boot").required(true).args(["firmware", "kernel"])))]
@@ -53,6 +65,28 @@ pub struct RunArgs {
     /// Which TEE.
     #[arg(long, value_enum)]
     pub tee: RunTee,
+    /// Which VMM: kvm (the launcher's own) or qemu (Linux guests with disks and network; see
+    /// --disk, --attest-forward, --accel, --qemu, --console). With qemu the exit code is 0 when the
+    /// guest powered off, 3 when it reset or panicked, 4 at --timeout, 1 when QEMU failed.
+    #[arg(long, value_enum, default_value = "kvm")]
+    pub vmm: Vmm,
+    /// --vmm qemu: a raw disk image as the next virtio-blk disk (/dev/vda, /dev/vdb, …); FILE,ro
+    /// attaches it read-only. Repeatable.
+    #[arg(long = "disk", value_name = "FILE[,ro]")]
+    pub disks: Vec<String>,
+    /// --vmm qemu: the attestation service's port on 127.0.0.1, which the guest reaches as
+    /// https://10.0.2.100:443 (QEMU user-mode networking with restrict=on: nothing else is reachable).
+    #[arg(long, value_name = "PORT")]
+    pub attest_forward: Option<u16>,
+    /// --vmm qemu: the accelerator [default: auto, KVM where the CPU shows VMX/SVM, else TCG].
+    #[arg(long, value_enum)]
+    pub accel: Option<qemu::AccelChoice>,
+    /// --vmm qemu: the QEMU program [default: qemu-system-x86_64 on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub qemu: Option<PathBuf>,
+    /// --vmm qemu: write the guest's console to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub console: Option<PathBuf>,
     /// Firmware image (for the repository's test guest: launcher/guest/sim-guest.bin).
     #[arg(long)]
     pub firmware: Option<PathBuf>,
@@ -126,6 +160,12 @@ pub struct RunArgs {
 /// 1 the VM failed while running; 2 bad arguments, missing inputs, or a host that cannot run
 /// the requested TEE (nothing was started).
 pub fn command(args: RunArgs) -> ExitCode {
+    if args.vmm == Vmm::Qemu {
+        return qemu::command(args);
+    }
+    if let Some(flag) = qemu::qemu_only_flags(&args) {
+        return finish(2, format_args!("{flag} needs --vmm qemu"));
+    }
     match args.tee {
         RunTee::Sim => {}
         tee => {
@@ -161,7 +201,7 @@ pub fn command(args: RunArgs) -> ExitCode {
 }
 
 /// Prints `cvm-launch: {message}` on stderr and exits with `code` (see [`command`]).
-fn finish(code: u8, message: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn finish(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("cvm-launch: {message}");
     ExitCode::from(code)
 }
@@ -401,7 +441,9 @@ pub fn plan_psp(
 ) -> Result<LaunchPsp, RunCliError> {
     let measurements = LaunchMeasurements {
         snp: snp_digest(&plan),
-        mrtd: loaded_firmware(&plan).and_then(|fw| mrtd_of_firmware(fw).ok()),
+        mrtd: loaded_firmware(&plan)
+            .and_then(|fw| mrtd_of_firmware(fw).ok())
+            .or_else(|| direct_boot_mrtd(&plan)),
     };
     let signer = SimPsp::load(sim_dir, measurements, host_data).map_err(|e| RunCliError::Sim {
         dir: sim_dir.display().to_string(),
@@ -524,6 +566,12 @@ mod tests {
             mrconfigid: None,
             mrowner: None,
             quote_socket: None,
+            vmm: Vmm::Kvm,
+            disks: vec![],
+            attest_forward: None,
+            accel: None,
+            qemu: None,
+            console: None,
         }
     }
 
