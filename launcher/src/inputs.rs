@@ -160,6 +160,9 @@ impl SnpInputs {
     /// Reads the files and builds the plan configuration.
     pub fn config(&self) -> Result<SnpPlanConfig, InputError> {
         let (kernel, initrd) = match &self.kernel {
+            None if self.initrd.is_some() || self.append.is_some() => {
+                return Err(InputError::NeedsKernel);
+            }
             None => (None, None),
             Some(k) => (
                 Some(read("kernel", k)?),
