@@ -159,6 +159,12 @@ impl LinuxInputs {
 impl SnpInputs {
     /// Reads the files and builds the plan configuration.
     pub fn config(&self) -> Result<SnpPlanConfig, InputError> {
+        // Names are checked before any file is read, so a typo is reported as such.
+        guest_cpu(
+            &self.cpu_type,
+            self.vmm_type.as_deref(),
+            self.guest_features.as_deref(),
+        )?;
         let (kernel, initrd) = match &self.kernel {
             None if self.initrd.is_some() || self.append.is_some() => {
                 return Err(InputError::NeedsKernel);
