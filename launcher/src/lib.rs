@@ -12,6 +12,7 @@
 //!   fds by [`kvm::confidential`]).
 //! - [`demo`]: `cvm-launch demo`, the whole simulated flow as processes of the four programs.
 //! - [`image`]: `cvm-launch image`, the reproducible guest initramfs (agent, libraries, modules, init).
+//! - [`kit`]: the guest kit (QEMU, busybox, cryptsetup, mke2fs, a guest kernel), found or installed.
 //! - [`linux`]: Linux direct boot (bzImage, zero page, long-mode entry) as a launch plan.
 //! - [`vmm`]: the `sim` backend: a plan on plain KVM, vCPU loop, exits.
 //! - [`hardware`]: the `snp` and `tdx` backends: a plan on a confidential VM, vCPU threads, exits.
@@ -30,6 +31,7 @@ pub mod guid;
 pub mod hardware;
 pub mod image;
 pub mod inputs;
+pub mod kit;
 #[allow(unsafe_code)]
 pub mod kvm;
 pub mod linux;

@@ -140,6 +140,20 @@ enum Command {
     /// and powers off, printing the exit status. Prints the image's SHA-256; with --kernel, the
     /// reference value (policy TOML) of running it with `run --vmm qemu --tee sim`.
     Image(Box<ImageArgs>),
+    /// Find what Linux guests need, or fetch it with --install: QEMU, a static busybox, cryptsetup,
+    /// mke2fs, depmod (Debian packages, installed with apt-get when run as root; otherwise the
+    /// command to run is printed) and Debian's cloud kernel with its modules (downloaded and
+    /// unpacked into --dir, no root needed; CVM_GUEST_KERNEL and CVM_GUEST_MODULES name another).
+    /// Prints each part's path; exit 0 when all are there, 1 otherwise.
+    GuestKit {
+        /// Fetch what is missing.
+        #[arg(long)]
+        install: bool,
+        /// Where the kernel is unpacked [default: target/ci-tools/linux beside this program's build
+        /// directory].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Relay stdin/stdout to a service on this host's loopback (what QEMU runs for each guest
     /// connection to the forwarded attestation address; not for direct use).
     #[command(hide = true)]
@@ -225,6 +239,44 @@ fn print_sim_mrtd(
         Err(e) => {
             eprintln!("cvm-launch: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn guest_kit(install: bool, dir: Option<PathBuf>) -> ExitCode {
+    let dir = match dir {
+        Some(d) => d,
+        None => match cvm_launch::demo::programs::Programs::dir_of_current_exe() {
+            Ok(b) => cvm_launch::kit::default_dir(&b),
+            Err(e) => {
+                eprintln!("cvm-launch: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let found = if install {
+        cvm_launch::kit::install(&dir, &mut |m| eprintln!("cvm-launch guest-kit: {m}"))
+    } else {
+        cvm_launch::kit::find(&dir)
+            .map_err(|m| format!("missing {m}; `cvm-launch guest-kit --install` fetches it"))
+    };
+    match found {
+        Ok(kit) => {
+            for (what, path) in [
+                ("qemu", &kit.qemu),
+                ("busybox", &kit.busybox),
+                ("cryptsetup", &kit.cryptsetup),
+                ("mke2fs", &kit.mke2fs),
+                ("kernel", &kit.kernel),
+                ("modules", &kit.modules),
+            ] {
+                println!("{what:<11}{}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cvm-launch guest-kit: {e}");
+            ExitCode::from(1)
         }
     }
 }
@@ -344,6 +396,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => cvm_launch::run::command(*args),
         Command::Image(args) => cvm_launch::image::command::command(&args),
+        Command::GuestKit { install, dir } => guest_kit(install, dir),
         Command::Relay { target } => match cvm_launch::qemu::relay::relay(target) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

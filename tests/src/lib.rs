@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use cvm_launch::demo::DEMO_SEED;
 use cvm_launch::demo::programs::Programs;
 use cvm_launch::demo::stack::{Stack, StackError};
+use cvm_launch::kit::Kit;
 use cvm_launch::probe::kvm_usable;
 use std::io::Write as _;
 
@@ -45,6 +46,22 @@ pub fn guests_run_in_vms(test: &str) -> bool {
                 "{test}: no KVM ({why}): guests are served by the simulated PSP without a VM (no guest code runs)"
             );
             false
+        }
+    }
+}
+
+/// The guest kit (QEMU, busybox, cryptsetup, mke2fs and a guest kernel: `cvm-launch guest-kit`), or
+/// `None` after printing a skip line that says what is missing and how to get it.
+pub fn guest_kit(test: &str) -> Option<Kit> {
+    let dir = Programs::dir_of_current_exe().unwrap_or_else(|e| panic!("{e}"));
+    match cvm_launch::kit::find(&cvm_launch::kit::default_dir(&dir)) {
+        Ok(kit) => Some(kit),
+        Err(missing) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: {test}: no Linux guest here: missing {missing} (`cvm-launch guest-kit --install` fetches it)"
+            );
+            None
         }
     }
 }

@@ -14,6 +14,7 @@
 //! (no guest code runs) and says so. Every process is stopped at the end; the directory is
 //! removed unless `--keep` (or a failure, which keeps it for inspection).
 
+pub mod guest;
 pub mod process;
 pub mod programs;
 pub mod stack;

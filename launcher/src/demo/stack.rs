@@ -97,9 +97,15 @@ pub struct Service {
     process: Spawned,
     /// `https://127.0.0.1:PORT`.
     pub url: String,
+    port: u16,
 }
 
 impl Service {
+    /// The service's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Stops the service (its state directory stays).
     pub fn stop(mut self) {
         self.process.stop();
@@ -134,8 +140,18 @@ impl Stack {
         self.dir.join(rel)
     }
 
+    /// The programs.
+    pub fn programs(&self) -> &Programs {
+        &self.programs
+    }
+
     /// Runs a program to completion in the working directory; a non-zero exit is an error.
-    fn checked(&self, program: &Path, args: &[&str], log: &str) -> Result<Finished, StackError> {
+    pub(super) fn checked(
+        &self,
+        program: &Path,
+        args: &[&str],
+        log: &str,
+    ) -> Result<Finished, StackError> {
         let mut cmd = Command::new(program);
         cmd.args(args).current_dir(&self.dir);
         let name = program
@@ -153,11 +169,20 @@ impl Stack {
         Ok(done)
     }
 
-    /// `cvm-keys ca init --out pki`: the CA, the service's certificate for 127.0.0.1, and the
-    /// admin client certificate.
+    /// `cvm-keys ca init --out pki`: the CA, the service's certificate for 127.0.0.1 (host processes)
+    /// and for 10.0.2.100 (the address Linux guests reach it at), and the admin client certificate.
     pub fn create_pki(&self) -> Result<(), StackError> {
         let keys = self.programs.keys.clone();
-        let args = ["ca", "init", "--out", "pki", "--server-name", "127.0.0.1"];
+        let args = [
+            "ca",
+            "init",
+            "--out",
+            "pki",
+            "--server-name",
+            "127.0.0.1",
+            "--server-name",
+            crate::image::GUEST_SERVICE_ADDR,
+        ];
         self.checked(&keys, &args, "ca-init.log").map(drop)
     }
 
@@ -211,6 +236,7 @@ impl Stack {
         Ok(Service {
             process,
             url: format!("https://127.0.0.1:{port}"),
+            port,
         })
     }
 
@@ -250,8 +276,28 @@ impl Stack {
         value: &str,
         policy: &str,
     ) -> Result<(), StackError> {
-        let attest = self.programs.attest.clone();
         let args = [
+            "secret",
+            "put",
+            name,
+            "--value-file",
+            value,
+            "--policy",
+            policy,
+        ];
+        self.admin(service, &args).map(drop)
+    }
+
+    /// `cvm-attest admin … audit`: the audit log's JSON lines.
+    pub fn audit(&self, service: &Service) -> Result<String, StackError> {
+        let done = self.admin(service, &["audit"])?;
+        Ok(String::from_utf8_lossy(&done.stdout).into_owned())
+    }
+
+    /// `cvm-attest admin` with the admin certificate against `service`, then `args`.
+    fn admin(&self, service: &Service, args: &[&str]) -> Result<Finished, StackError> {
+        let attest = self.programs.attest.clone();
+        let mut all = vec![
             "admin",
             "--server",
             &service.url,
@@ -261,15 +307,9 @@ impl Stack {
             "pki/admin.pem",
             "--key",
             "pki/admin.key",
-            "secret",
-            "put",
-            name,
-            "--value-file",
-            value,
-            "--policy",
-            policy,
         ];
-        self.checked(&attest, &args, "admin.log").map(drop)
+        all.extend_from_slice(args);
+        self.checked(&attest, &all, "admin.log")
     }
 
     /// Boots `image` with `cvm-launch run --tee sim --linger` and its PSP socket at `socket`;
