@@ -46,11 +46,14 @@ enum OutFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole confidential launch in simulated mode, each step a real process: CA, KEK and
-    /// simulator; a sealed sample workload; `cvm-attest serve` on a free loopback port; the guest's
-    /// reference value (`measure`) registered as the workload key's policy; the test guest launched
-    /// on /dev/kvm with its simulated PSP; `cvm-agent unlock` checking the unlocked bytes; and a
-    /// guest image with one byte changed, refused with POLICY_MEASUREMENT. Ends with
-    /// `demo: OK <time>`. Without /dev/kvm the simulated PSP runs without a VM (and says so). The
+    /// simulator; the guest kit (QEMU, busybox, cryptsetup, Debian's cloud kernel; fetched on first
+    /// use, packages with apt-get when root); the workload's data on a LUKS2 disk; `cvm-attest serve`
+    /// on a free loopback port; the guest image (`image`) and its reference value (`measure`)
+    /// registered as the disk key's policy; a Linux guest booted under QEMU in which cvm-agent
+    /// attests, opens the disk with dm-crypt and runs the workload (its console lines shown); and
+    /// the image with one byte changed, refused with POLICY_MEASUREMENT. Ends with
+    /// `demo: OK <time>`. Without QEMU or a kernel the built-in 4 KiB guest runs instead, with the
+    /// agent on the host (and without /dev/kvm, its simulated PSP without a VM); it says so. The
     /// other programs are taken from this binary's directory, built with cargo when missing.
     Demo {
         /// Keep the temporary directory (certificates, keys, logs) and print its path.
@@ -59,9 +62,14 @@ enum Command {
         /// Evidence format the simulated PSP signs for the agent.
         #[arg(long, value_enum, default_value = "snp")]
         tee: EvidenceFormat,
-        /// Do not use /dev/kvm even where it exists (the no-KVM path).
+        /// Do not use /dev/kvm even where it exists (the no-KVM path; a Linux guest runs under TCG).
         #[arg(long)]
         no_kvm: bool,
+        /// Which guest: auto (a Linux guest under QEMU where the guest kit can be had, fetching it on
+        /// first use, else the built-in one), linux, or builtin (the 4 KiB test guest on /dev/kvm with
+        /// the agent on the host).
+        #[arg(long, value_enum, default_value = "auto")]
+        guest: cvm_launch::demo::GuestChoice,
     },
     /// Print the launch measurement a guest will have (SNP launch digest or TDX MRTD).
     ///
@@ -186,11 +194,17 @@ fn measure_tdx(firmware: &std::path::Path, format: Format) -> ExitCode {
     }
 }
 
-fn demo(keep: bool, format: EvidenceFormat, no_kvm: bool) -> ExitCode {
+fn demo(
+    keep: bool,
+    format: EvidenceFormat,
+    no_kvm: bool,
+    guest: cvm_launch::demo::GuestChoice,
+) -> ExitCode {
     let opts = cvm_launch::demo::DemoOptions {
         keep,
         format,
         no_kvm,
+        guest,
     };
     match cvm_launch::demo::run(&opts, &mut std::io::stdout()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -283,7 +297,12 @@ fn guest_kit(install: bool, dir: Option<PathBuf>) -> ExitCode {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Demo { keep, tee, no_kvm } => demo(keep, tee, no_kvm),
+        Command::Demo {
+            keep,
+            tee,
+            no_kvm,
+            guest,
+        } => demo(keep, tee, no_kvm, guest),
         Command::Measure {
             tee,
             firmware,

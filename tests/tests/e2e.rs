@@ -1,5 +1,5 @@
 //! End-to-end: the four programs as separate processes on loopback. The demo itself for SNP- and
-//! TDX-format evidence (and its no-KVM path); a service restarted between registration and
+//! TDX-format evidence, with its Linux guest and with the built-in guest (and its no-KVM path); a service restarted between registration and
 //! attestation; two guests with different measurements and two secrets, each getting only its own.
 //! Where /dev/kvm is missing, guests are served by the simulated PSP without a VM, and the tests
 //! say so.
@@ -11,7 +11,7 @@ use std::process::Command;
 
 use cvm_launch::demo::stack::{EvidenceFormat, Guest, Stack};
 use cvm_launch::demo::{TEST_GUEST, tampered};
-use cvm_tests::{guests_run_in_vms, prepared_stack, programs};
+use cvm_tests::{guest_kit, guests_run_in_vms, prepared_stack, programs};
 
 fn demo(args: &[&str]) -> (bool, String) {
     let out = Command::new(programs().launch)
@@ -32,23 +32,32 @@ fn last_line(text: &str) -> &str {
 }
 
 #[test]
-fn the_demo_succeeds_with_snp_and_with_tdx_evidence() {
-    let kvm = guests_run_in_vms("demo");
+fn the_demo_boots_a_linux_guest_that_unlocks_with_snp_and_with_tdx_evidence() {
+    let linux = guest_kit("demo with a Linux guest").is_some();
     for tee in ["snp", "tdx"] {
         let (ok, text) = demo(&["--tee", tee]);
         assert!(ok, "demo --tee {tee}:\n{text}");
-        let expected = if kvm {
-            "demo: OK "
-        } else {
-            "demo: OK (no KVM) "
-        };
-        assert!(last_line(&text).starts_with(expected), "{text}");
+        assert!(last_line(&text).starts_with("demo: OK "), "{text}");
         assert!(
             text.contains("refused with POLICY_MEASUREMENT, as expected"),
             "{text}"
         );
-        if kvm {
-            assert!(text.contains("printed it (1184 bytes) on COM1"), "{text}");
+        if linux {
+            assert!(text.contains("guest kernel: Linux version "), "{text}");
+            assert!(
+                text.contains("in the guest: cvm-agent: /dev/vda opened as /dev/mapper/data"),
+                "{text}"
+            );
+            assert!(text.contains("equal to the original's"), "{text}");
+            assert!(
+                text.contains("the disk stayed locked, the workload never ran"),
+                "{text}"
+            );
+        } else {
+            assert!(
+                text.contains("no Linux guest here") && text.contains("built-in test guest"),
+                "{text}"
+            );
         }
         // The working directory is gone.
         let dir = text
@@ -60,8 +69,32 @@ fn the_demo_succeeds_with_snp_and_with_tdx_evidence() {
 }
 
 #[test]
+fn the_builtin_demo_succeeds_with_snp_and_with_tdx_evidence() {
+    let kvm = guests_run_in_vms("demo");
+    for tee in ["snp", "tdx"] {
+        let (ok, text) = demo(&["--guest", "builtin", "--tee", tee]);
+        assert!(ok, "demo --guest builtin --tee {tee}:\n{text}");
+        let expected = if kvm {
+            "demo: OK "
+        } else {
+            "demo: OK (no KVM) "
+        };
+        assert!(last_line(&text).starts_with(expected), "{text}");
+        assert!(
+            text.contains(
+                "refused with POLICY_MEASUREMENT, as expected: no secret, no output file"
+            ),
+            "{text}"
+        );
+        if kvm {
+            assert!(text.contains("printed it (1184 bytes) on COM1"), "{text}");
+        }
+    }
+}
+
+#[test]
 fn the_demo_without_kvm_says_so_and_keeps_its_directory_on_request() {
-    let (ok, text) = demo(&["--no-kvm", "--keep"]);
+    let (ok, text) = demo(&["--guest", "builtin", "--no-kvm", "--keep"]);
     assert!(ok, "{text}");
     assert!(last_line(&text).starts_with("demo: OK (no KVM) "), "{text}");
     assert!(text.contains("no KVM (--no-kvm given)"), "{text}");

@@ -124,7 +124,14 @@ fn the_agent_in_the_guest_opens_a_luks2_volume_and_the_workload_reads_it() {
     ));
 
     let run = stack
-        .boot_linux(&kit, &service, "guest.img", &["disk.img"], "console.log")
+        .boot_linux(
+            &kit,
+            &service,
+            "guest.img",
+            &["disk.img"],
+            "console.log",
+            &[],
+        )
         .unwrap();
     assert_powered_off(&run);
     assert!(run.kernel_version().is_some(), "{}", run.console);
@@ -163,7 +170,14 @@ fn a_tampered_initrd_is_refused_and_the_volume_stays_locked() {
     write(&stack, "tampered.img", &tamper_image(&image));
 
     let run = stack
-        .boot_linux(&kit, &service, "tampered.img", &["disk.img"], "console.log")
+        .boot_linux(
+            &kit,
+            &service,
+            "tampered.img",
+            &["disk.img"],
+            "console.log",
+            &[],
+        )
         .unwrap();
     // The guest booted the same way, its agent was refused, and it powered off.
     assert_powered_off(&run);
@@ -243,7 +257,14 @@ fn the_agent_in_the_guest_unseals_a_file_from_a_virtio_disk() {
         .register(&service, "data", "data.key", "policy.toml")
         .unwrap();
     let run = stack
-        .boot_linux(&kit, &service, "guest.img", &["in.img,ro"], "console.log")
+        .boot_linux(
+            &kit,
+            &service,
+            "guest.img",
+            &["in.img,ro"],
+            "console.log",
+            &[],
+        )
         .unwrap();
     assert_powered_off(&run);
     assert_eq!(
@@ -291,7 +312,14 @@ fn tdx_format_evidence_from_inside_the_guest_unlocks_too() {
         .register(&service, "disk", "disk.key", "policy.toml")
         .unwrap();
     let run = stack
-        .boot_linux(&kit, &service, "guest.img", &["disk.img"], "console.log")
+        .boot_linux(
+            &kit,
+            &service,
+            "guest.img",
+            &["disk.img"],
+            "console.log",
+            &[],
+        )
         .unwrap();
     assert_powered_off(&run);
     assert!(

@@ -191,8 +191,9 @@ impl Stack {
     }
 
     /// Boots `image` with `cvm-launch run --vmm qemu --tee sim` (the attestation service forwarded, `disks`
-    /// attached in order) until the guest powers off; the console goes to `console` in the working
-    /// directory. A guest that does not power off is not an error here: the caller reads the status.
+    /// attached in order, then `extra` arguments) until the guest powers off; the console goes to
+    /// `console` in the working directory. A guest that does not power off is not an error here: the
+    /// caller reads the status.
     pub fn boot_linux(
         &self,
         kit: &Kit,
@@ -200,6 +201,7 @@ impl Stack {
         image: &str,
         disks: &[&str],
         console: &str,
+        extra: &[&str],
     ) -> Result<GuestRun, StackError> {
         let launch = self.programs().launch.clone();
         let kernel = kit.kernel.display().to_string();
@@ -235,6 +237,7 @@ impl Stack {
         for d in disks {
             args.extend(["--disk", d]);
         }
+        args.extend_from_slice(extra);
         let mut cmd = Command::new(&launch);
         cmd.args(&args).current_dir(self.path(""));
         let launcher = run_to_end(

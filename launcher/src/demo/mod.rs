@@ -2,19 +2,25 @@
 //! each a real process of the four programs in a fresh temporary directory:
 //!
 //! 1. a CA with the service's and the admin's certificates, a KEK, a simulator;
-//! 2. a workload file sealed with a workload key;
-//! 3. `cvm-attest serve` in simulated mode on a free loopback port;
-//! 4. the guest's reference value from its launch plan (`cvm-launch measure`);
-//! 5. the workload key registered with that policy (`cvm-attest admin secret put`);
-//! 6. the test guest launched on `/dev/kvm` (`cvm-launch run --tee sim`) with its PSP socket;
-//! 7. `cvm-agent unlock` for that guest: the unsealed bytes must equal the original;
-//! 8. the same with a guest image one byte different: refused with `POLICY_MEASUREMENT`.
+//! 2. the guest kit (QEMU, busybox, cryptsetup, a Linux kernel), fetched on first use ([`crate::kit`]);
+//! 3. the workload's data on a LUKS2 disk under a fresh disk key;
+//! 4. `cvm-attest serve` in simulated mode on a free loopback port;
+//! 5. the guest image (`cvm-launch image`) and its reference value (`cvm-launch measure`);
+//! 6. the disk key registered with that policy (`cvm-attest admin secret put`);
+//! 7. the Linux guest booted under QEMU (`cvm-launch run --vmm qemu --tee sim`): inside it `cvm-agent`
+//!    attests through the forwarded port, opens the volume with dm-crypt and runs the workload, which
+//!    prints the data's SHA-256; the console's lines are shown;
+//! 8. the same guest with one byte of its image changed: refused with `POLICY_MEASUREMENT`, the disk
+//!    stays locked.
 //!
-//! Without `/dev/kvm` step 6 serves the launch plan's simulated PSP from this process instead
-//! (no guest code runs) and says so. Every process is stopped at the end; the directory is
-//! removed unless `--keep` (or a failure, which keeps it for inspection).
+//! Without QEMU or a kernel (and with `--guest builtin`) the built-in test guest runs instead ([`builtin`]):
+//! the agent runs on the host beside it, and without `/dev/kvm` the simulated PSP serves its launch plan
+//! without a VM; the demo says so. Every process is stopped at the end; the directory is removed unless
+//! `--keep` (or a failure, which keeps it for inspection).
 
+pub mod builtin;
 pub mod guest;
+pub mod linux;
 pub mod process;
 pub mod programs;
 pub mod stack;
@@ -23,7 +29,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use programs::{Programs, ProgramsError};
-use stack::{EvidenceFormat, Guest, Stack, StackError};
+use stack::{EvidenceFormat, Stack, StackError};
 
 /// The test guest (`launcher/guest/sim-guest.bin`): asks its PSP for a report, prints it, halts.
 pub const TEST_GUEST: &[u8] = include_bytes!("../../guest/sim-guest.bin");
@@ -35,6 +41,18 @@ pub const DEMO_SEED: &[u8] = b"cvm-launch demo: simulated roots, public seed, re
 /// Size of the sample workload.
 const WORKLOAD_BYTES: usize = 4 << 20;
 
+/// Which guest the demo boots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GuestChoice {
+    /// A Linux guest under QEMU where the guest kit can be had, else the built-in guest.
+    #[default]
+    Auto,
+    /// A Linux guest under QEMU (fails when the guest kit cannot be had).
+    Linux,
+    /// The repository's 4 KiB test guest on /dev/kvm, the agent on the host.
+    Builtin,
+}
+
 /// What `cvm-launch demo` takes.
 #[derive(Clone, Copy, Debug)]
 pub struct DemoOptions {
@@ -44,6 +62,8 @@ pub struct DemoOptions {
     pub format: EvidenceFormat,
     /// Do not use `/dev/kvm` even if it is there.
     pub no_kvm: bool,
+    /// Which guest.
+    pub guest: GuestChoice,
 }
 
 /// Why the demo failed.
@@ -64,6 +84,9 @@ pub enum DemoError {
         /// Why.
         source: Box<StackError>,
     },
+    /// `--guest linux` without a guest kit.
+    #[error("no Linux guest here: {0}")]
+    NoLinuxGuest(String),
     /// A step's result was wrong.
     #[error("step \"{step}\": {message}")]
     Check {
@@ -127,38 +150,36 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoError> {
         .prefix("cvm-demo-")
         .tempdir()
         .map_err(DemoError::TempDir)?;
-    let kvm = if opts.no_kvm {
-        Err("--no-kvm given".to_owned())
-    } else {
-        crate::probe::kvm_usable()
-    };
     let _ = writeln!(
         out,
         "cvm-launch demo: a confidential launch in simulated mode ({}-format evidence), in {}",
         opts.format.name(),
         dir.path().display()
     );
-    if let Err(why) = &kvm {
-        let _ = writeln!(
-            out,
-            "cvm-launch demo: no KVM ({why}): the simulated PSP runs without a VM; the guest's \
-             measurement still comes from its launch plan, but no guest code runs"
-        );
-    }
     let start = Instant::now();
     let stack = Stack::new(found.programs, dir.path());
-    let result = flow(&stack, opts, kvm.is_ok(), &mut Steps { out });
+    let mut steps = Steps { out };
+    let result = common_setup(&stack, &mut steps).and_then(|()| {
+        match linux_kit(opts, &bin_dir, &mut steps)? {
+            Some(kit) => linux::flow(&stack, &kit, opts, &mut steps).map(|()| Ending::Vm),
+            None => builtin::run(&stack, opts, &mut steps),
+        }
+    });
+    let out = steps.out;
     match result {
-        Ok(()) => {
+        Ok(ending) => {
             let total = seconds(start.elapsed());
             if opts.keep {
                 let kept = dir.keep();
                 let _ = writeln!(out, "cvm-launch demo: kept {}", kept.display());
             }
-            if kvm.is_ok() {
-                let _ = writeln!(out, "demo: OK {total}");
-            } else {
-                let _ = writeln!(out, "demo: OK (no KVM) {total}");
+            match ending {
+                Ending::Vm => {
+                    let _ = writeln!(out, "demo: OK {total}");
+                }
+                Ending::NoKvm => {
+                    let _ = writeln!(out, "demo: OK (no KVM) {total}");
+                }
             }
             Ok(())
         }
@@ -174,9 +195,57 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoError> {
     }
 }
 
-/// The steps. Processes stop when their guards drop, in reverse order of starting.
-fn flow(stack: &Stack, opts: &DemoOptions, kvm: bool, steps: &mut Steps) -> Result<(), DemoError> {
-    let format = opts.format;
+/// How a successful demo ended: with guest code run in a VM, or (built-in guest without KVM) without.
+enum Ending {
+    Vm,
+    NoKvm,
+}
+
+/// The guest kit for a Linux guest, installed if needed; `None` (after saying why) when the built-in
+/// guest runs instead.
+fn linux_kit(
+    opts: &DemoOptions,
+    bin_dir: &std::path::Path,
+    steps: &mut Steps,
+) -> Result<Option<crate::kit::Kit>, DemoError> {
+    if opts.guest == GuestChoice::Builtin {
+        return Ok(None);
+    }
+    let dir = crate::kit::default_dir(bin_dir);
+    let found = steps.run(
+        "guest kit: QEMU, busybox, cryptsetup, a Linux kernel (cvm-launch guest-kit)",
+        || {
+            let mut said = Vec::new();
+            let kit = crate::kit::install(&dir, &mut |m| said.push(m.to_owned()));
+            let detail = match &kit {
+                Ok(k) => format!(
+                    "{}{}",
+                    k.kernel.display(),
+                    if said.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", said.join("; "))
+                    }
+                ),
+                Err(_) => "not available".into(),
+            };
+            Ok((kit, detail))
+        },
+    )?;
+    match (found, opts.guest) {
+        (Ok(kit), _) => Ok(Some(kit)),
+        (Err(why), GuestChoice::Linux) => Err(DemoError::NoLinuxGuest(why)),
+        (Err(why), _) => {
+            steps.note(&format!(
+                "no Linux guest here ({why}): the built-in test guest runs instead, with the agent on the host"
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// Steps 1: the CA, the KEK, the simulator.
+fn common_setup(stack: &Stack, steps: &mut Steps) -> Result<(), DemoError> {
     steps.run(
         "CA, service and admin certificates (cvm-keys ca init)",
         || {
@@ -200,151 +269,7 @@ fn flow(stack: &Stack, opts: &DemoOptions, kvm: bool, steps: &mut Steps) -> Resu
                 "sim/ (from a fixed public seed, so every run has the same roots)".into(),
             ))
         },
-    )?;
-    let workload = sample_workload();
-    steps.run(
-        "sample workload sealed with a workload key (cvm-keys seal)",
-        || {
-            std::fs::write(stack.path("workload.txt"), &workload).map_err(|source| {
-                StackError::Io {
-                    what: "write workload.txt".into(),
-                    source,
-                }
-            })?;
-            stack.keygen("workload.key")?;
-            stack.seal("workload.key", "workload.txt", "workload.sealed")?;
-            Ok(((), format!("workload.sealed ({} bytes)", workload.len())))
-        },
-    )?;
-    let service = steps.run(
-        "attestation service (cvm-attest serve, simulated mode)",
-        || {
-            let s = stack.start_service()?;
-            let url = s.url.clone();
-            Ok((s, url))
-        },
-    )?;
-    for (name, bytes) in [
-        ("guest.bin", TEST_GUEST.to_vec()),
-        ("tampered.bin", tampered()),
-    ] {
-        std::fs::write(stack.path(name), bytes).map_err(|source| DemoError::Step {
-            step: "write the guest images",
-            source: Box::new(StackError::Io {
-                what: format!("write {name}"),
-                source,
-            }),
-        })?;
-    }
-    let policy = steps.run(
-        "reference value from the launch plan (cvm-launch measure)",
-        || {
-            let p = stack.measure("guest.bin", format)?;
-            let value = p.lines().last().unwrap_or_default().trim().to_owned();
-            Ok((p, value))
-        },
-    )?;
-    steps.run(
-        "workload key registered with that policy (cvm-attest admin)",
-        || {
-            std::fs::write(stack.path("policy.toml"), &policy).map_err(|source| {
-                StackError::Io {
-                    what: "write policy.toml".into(),
-                    source,
-                }
-            })?;
-            stack.register(&service, "workload", "workload.key", "policy.toml")?;
-            Ok(((), "secret \"workload\"".into()))
-        },
-    )?;
-    let launch = |image: &str, socket: &str| {
-        if kvm {
-            stack.launch(image, socket)
-        } else {
-            stack.launch_without_vm(image, socket)
-        }
-    };
-    let guest = steps.run("guest launched (cvm-launch run --tee sim)", || {
-        let g = launch("guest.bin", "psp.sock")?;
-        let detail = match &g {
-            Guest::Vm { report, .. } => format!(
-                "the guest asked its PSP for a report and printed it ({} bytes) on COM1",
-                report.len()
-            ),
-            Guest::NoVm(_) => "no VM: the launch plan's simulated PSP serves psp.sock".into(),
-        };
-        Ok((g, detail))
-    })?;
-    let agent = steps.run("agent attests and unlocks (cvm-agent unlock)", || {
-        let done = stack.unlock(
-            &service,
-            "workload",
-            "psp.sock",
-            format,
-            "workload.sealed",
-            "workload.out",
-        )?;
-        Ok((done, String::new()))
-    })?;
-    if !agent.status.success() {
-        return Err(DemoError::Check {
-            step: "agent attests and unlocks",
-            message: format!("cvm-agent failed ({}):\n{}", agent.status, agent.output),
-        });
-    }
-    let unlocked = std::fs::read(stack.path("workload.out")).unwrap_or_default();
-    if unlocked != workload {
-        return Err(DemoError::Check {
-            step: "agent attests and unlocks",
-            message: "the unlocked bytes differ from the original workload".into(),
-        });
-    }
-    steps.note(&format!(
-        "unlocked workload.out equals the original ({} bytes)",
-        unlocked.len()
-    ));
-    drop(guest);
-    let tampered_guest = steps.run("tampered guest launched (one byte changed)", || {
-        let g = launch("tampered.bin", "tampered.sock")?;
-        Ok((
-            g,
-            format!("tampered.bin differs at offset {TAMPERED_OFFSET:#x}"),
-        ))
-    })?;
-    let refused = steps.run("agent in the tampered guest", || {
-        let done = stack.unlock(
-            &service,
-            "workload",
-            "tampered.sock",
-            format,
-            "workload.sealed",
-            "tampered.out",
-        )?;
-        Ok((done, String::new()))
-    })?;
-    drop(tampered_guest);
-    let refused_ok = !refused.status.success()
-        && refused.output.contains("POLICY_MEASUREMENT")
-        && !stack.path("tampered.out").exists();
-    if !refused_ok {
-        return Err(DemoError::Check {
-            step: "agent in the tampered guest",
-            message: format!(
-                "expected a POLICY_MEASUREMENT refusal and no output file; the agent said ({}):\n{}",
-                refused.status, refused.output
-            ),
-        });
-    }
-    if let Some(line) = refused
-        .output
-        .lines()
-        .find(|l| l.contains("POLICY_MEASUREMENT"))
-    {
-        steps.note(line.trim_start_matches("cvm-agent: error: "));
-    }
-    steps.note("refused with POLICY_MEASUREMENT, as expected: no secret, no output file");
-    service.stop();
-    Ok(())
+    )
 }
 
 /// The test guest with one byte of padding changed: it runs the same, but measures differently.
