@@ -137,8 +137,8 @@ pub(super) fn flow(
                 .launcher
                 .output
                 .lines()
-                .filter_map(|l| l.strip_prefix("cvm-launch: "))
-                .last()
+                .rev()
+                .find_map(|l| l.strip_prefix("cvm-launch: "))
                 .unwrap_or_default()
                 .to_owned();
             Ok((run, ended))
