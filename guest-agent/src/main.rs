@@ -313,6 +313,11 @@ fn unlock_resolved(r: &Resolved) -> Result<(), AgentError> {
         r.server.resource
     );
     let secret = runtime()?.block_on(unlock::fetch(&r.server, provider.as_ref()))?;
+    eprintln!(
+        "cvm-agent: attested; secret {:?} released ({} bytes)",
+        r.server.resource,
+        secret.len()
+    );
     let done = r.unlocker.apply(&r.server.resource, &secret)?;
     eprintln!("cvm-agent: {done}");
     Ok(())

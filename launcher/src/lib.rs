@@ -10,6 +10,7 @@
 //! - [`kvm`]: the only module with `unsafe`: KVM and SEV ioctls.
 //! - [`cvm`]: SNP and TDX launch ioctl sequences behind a trait (recorded in tests; bound to real
 //!   fds by [`kvm::confidential`]).
+//! - [`bench`]: `cvm-launch bench`, a Linux guest's boot with and without attestation and unlock.
 //! - [`demo`]: `cvm-launch demo`, the whole simulated flow as processes of the four programs.
 //! - [`image`]: `cvm-launch image`, the reproducible guest initramfs (agent, libraries, modules, init).
 //! - [`kit`]: the guest kit (QEMU, busybox, cryptsetup, mke2fs, a guest kernel), found or installed.
@@ -24,6 +25,7 @@
 //! - [`tdx`]: TDVF metadata and MRTD.
 //! - [`synthetic`]: OVMF-like images for tests and benchmarks.
 
+pub mod bench;
 pub mod cvm;
 pub mod demo;
 pub mod devices;

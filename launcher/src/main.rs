@@ -162,6 +162,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Time a Linux guest under QEMU from `run` to the secret released, to its LUKS2 disk unlocked
+    /// and to the workload's first output, against the same kernel booting to the same workload
+    /// without attestation, in the same run; prints medians, the ratio and the images' build times
+    /// and sizes (use a release build: `cargo run --release --bin cvm-launch -- bench`).
+    Bench {
+        /// Boots of each variant (interleaved).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
     /// Relay stdin/stdout to a service on this host's loopback (what QEMU runs for each guest
     /// connection to the forwarded attestation address; not for direct use).
     #[command(hide = true)]
@@ -416,6 +425,15 @@ fn main() -> ExitCode {
         Command::Run(args) => cvm_launch::run::command(*args),
         Command::Image(args) => cvm_launch::image::command::command(&args),
         Command::GuestKit { install, dir } => guest_kit(install, dir),
+        Command::Bench { rounds } => {
+            match cvm_launch::bench::run(rounds.max(1), &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cvm-launch bench: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Relay { target } => match cvm_launch::qemu::relay::relay(target) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

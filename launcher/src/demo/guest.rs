@@ -4,8 +4,10 @@
 //! --kernel`), and the boot (`cvm-launch run --vmm qemu`, the console to a file). The demo strings them
 //! together; the end-to-end tests reorder them.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::process::{Finished, run_to_end};
 use super::stack::{EvidenceFormat, Service, Stack, StackError};
@@ -32,6 +34,8 @@ pub struct GuestRun {
     pub launcher: Finished,
     /// The guest's console.
     pub console: String,
+    /// Each console line with the time it arrived, from the start of `cvm-launch run`.
+    pub timeline: Vec<(Duration, String)>,
 }
 
 impl GuestRun {
@@ -46,6 +50,11 @@ impl GuestRun {
     pub fn kernel_version(&self) -> Option<&str> {
         self.lines_after(crate::image::init::PREFIX)
             .find(|l| l.starts_with("Linux version"))
+    }
+
+    /// When the first console line for which `pred` holds arrived.
+    pub fn time_of(&self, pred: impl Fn(&str) -> bool) -> Option<Duration> {
+        self.timeline.iter().find(|(_, l)| pred(l)).map(|(t, _)| *t)
     }
 }
 
@@ -191,16 +200,16 @@ impl Stack {
     }
 
     /// Boots `image` with `cvm-launch run --vmm qemu --tee sim` (the attestation service forwarded, `disks`
-    /// attached in order, then `extra` arguments) until the guest powers off; the console goes to
-    /// `console` in the working directory. A guest that does not power off is not an error here: the
-    /// caller reads the status.
+    /// attached in order, then `extra` arguments) until the guest powers off; the console is timed line
+    /// by line and written to `console_file` in the working directory. A guest that does not power off
+    /// is not an error here: the caller reads the status.
     pub fn boot_linux(
         &self,
         kit: &Kit,
         service: &Service,
         image: &str,
         disks: &[&str],
-        console: &str,
+        console_file: &str,
         extra: &[&str],
     ) -> Result<GuestRun, StackError> {
         let launch = self.programs().launch.clone();
@@ -231,8 +240,6 @@ impl Stack {
             &port,
             "--timeout",
             &timeout,
-            "--console",
-            console,
         ];
         for d in disks {
             args.extend(["--disk", d]);
@@ -240,14 +247,67 @@ impl Stack {
         args.extend_from_slice(extra);
         let mut cmd = Command::new(&launch);
         cmd.args(&args).current_dir(self.path(""));
-        let launcher = run_to_end(
-            "cvm-launch run",
-            &mut cmd,
-            &self.path(&format!("{console}.run.log")),
-        )?;
-        let console = std::fs::read_to_string(self.path(console)).unwrap_or_default();
-        Ok(GuestRun { launcher, console })
+        let (launcher, timeline) = run_timed(&mut cmd)?;
+        let console: String = timeline.iter().map(|(_, l)| format!("{l}\n")).collect();
+        std::fs::write(self.path(console_file), &console).map_err(|source| StackError::Io {
+            what: format!("write {console_file}"),
+            source,
+        })?;
+        std::fs::write(
+            self.path(&format!("{console_file}.run.log")),
+            &launcher.output,
+        )
+        .map_err(|source| StackError::Io {
+            what: format!("write {console_file}.run.log"),
+            source,
+        })?;
+        Ok(GuestRun {
+            launcher,
+            console,
+            timeline,
+        })
     }
+}
+
+/// Runs `cmd` to its end, timing each line of its stdout from the start; its stderr is kept whole.
+fn run_timed(cmd: &mut Command) -> Result<(Finished, Vec<(Duration, String)>), StackError> {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| StackError::Io {
+            what: "start cvm-launch run".into(),
+            source,
+        })?;
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text);
+            text
+        })
+    });
+    let mut timeline = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            timeline.push((start.elapsed(), line));
+        }
+    }
+    let status = child.wait().map_err(|source| StackError::Io {
+        what: "wait for cvm-launch run".into(),
+        source,
+    })?;
+    let output = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    Ok((
+        Finished {
+            status,
+            output,
+            stdout: Vec::new(),
+        },
+        timeline,
+    ))
 }
 
 /// `image` with one byte changed where the kernel does not look: the gzip header's modification time.

@@ -281,8 +281,8 @@ pub fn tampered() -> Vec<u8> {
     image
 }
 
-/// A recognisable text workload of [`WORKLOAD_BYTES`].
-fn sample_workload() -> Vec<u8> {
+/// A recognisable text workload of 4 MiB: the demo's (and the guest benchmark's) data.
+pub fn sample_workload() -> Vec<u8> {
     let line =
         b"cvm demo workload: readable only inside a guest whose measurement the policy allows\n";
     line.iter().copied().cycle().take(WORKLOAD_BYTES).collect()

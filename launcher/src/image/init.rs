@@ -43,6 +43,8 @@ pub struct Mount {
 pub struct InitPlan {
     /// Module files to `insmod`, in order, as paths inside the image.
     pub modules: Vec<String>,
+    /// Module files loaded afterwards where they load (e.g. AES-NI on a CPU without it is refused).
+    pub optional_modules: Vec<String>,
     /// The network, if any.
     pub network: Option<Network>,
     /// Block devices to wait for (the agent opens them, or they are mounted).
@@ -84,6 +86,9 @@ pub fn script(plan: &InitPlan) -> String {
             quote(m),
             quote(m)
         );
+    }
+    for m in &plan.optional_modules {
+        let _ = writeln!(s, "insmod {} 2>/dev/null", quote(m));
     }
     if let Some(n) = &plan.network {
         let (i, a, g) = (quote(&n.interface), quote(&n.address), quote(&n.gateway));
@@ -145,6 +150,7 @@ mod tests {
     fn the_script_runs_the_agent_after_modules_network_and_mounts() {
         let s = script(&InitPlan {
             modules: vec!["/lib/modules/6.1/kernel/drivers/virtio/virtio.ko".into()],
+            optional_modules: vec!["/lib/modules/6.1/kernel/arch/x86/crypto/aesni-intel.ko".into()],
             network: Some(Network {
                 interface: "eth0".into(),
                 address: "10.0.2.15/24".into(),
@@ -159,7 +165,13 @@ mod tests {
         });
         let pos = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle} in\n{s}"));
         assert!(pos("mount -t proc") < pos("insmod '/lib/modules/6.1"));
-        assert!(pos("insmod") < pos("ip addr add '10.0.2.15/24'"));
+        assert!(
+            pos("virtio.ko' || fail")
+                < pos(
+                    "insmod '/lib/modules/6.1/kernel/arch/x86/crypto/aesni-intel.ko' 2>/dev/null\n"
+                )
+        );
+        assert!(pos("aesni-intel") < pos("ip addr add '10.0.2.15/24'"));
         assert!(pos("ip addr") < pos("[ -b '/dev/vda' ]"));
         assert!(pos("-b '/dev/vda'") < pos("mount -o ro '/dev/vdb' '/mnt/in'"));
         assert!(pos("mount -o ro") < pos("/usr/bin/cvm-agent run --config /etc/cvm/agent.toml"));
@@ -173,6 +185,7 @@ mod tests {
         assert_eq!(quote("it's"), r"'it'\''s'");
         let s = script(&InitPlan {
             modules: vec![],
+            optional_modules: vec![],
             network: None,
             wait_for: vec![],
             mounts: vec![],

@@ -48,6 +48,9 @@ pub const BASE_MODULES: &[&str] = &["virtio_pci", "virtio_net", "virtio_console"
 /// The modules `cryptsetup open` needs for LUKS2 with the default cipher (aes-xts-plain64): dm-crypt, the
 /// XTS and ECB templates, and the kernel crypto API's user interface for the keyslots.
 pub const LUKS_MODULES: &[&str] = &["dm_crypt", "xts", "ecb", "algif_skcipher"];
+/// Modules loaded for LUKS2 where the kernel has them and the CPU can use them: AES-NI (the kernel's
+/// generic AES serves otherwise, slower).
+pub const OPTIONAL_LUKS_MODULES: &[&str] = &["aesni_intel"];
 
 /// Why the image could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +181,7 @@ pub struct Image {
     pub tree: Tree,
     /// The gzipped archive.
     pub bytes: Vec<u8>,
-    /// The module files loaded at boot, in order.
+    /// The module files loaded at boot, in order (optional ones last).
     pub modules: Vec<String>,
 }
 
@@ -230,6 +233,7 @@ pub fn build(spec: &ImageSpec) -> Result<Image, ImageError> {
     let mut programs: Vec<(PathBuf, String)> = Vec::new();
     add_busybox(&mut tree, &spec.busybox)?;
     let mut wanted: Vec<String> = BASE_MODULES.iter().map(|m| (*m).to_owned()).collect();
+    let mut optional: Vec<String> = Vec::new();
     let mut wait_for = Vec::new();
     if let Some(agent) = &spec.agent {
         programs.push((agent.program.clone(), init::AGENT.to_owned()));
@@ -250,6 +254,7 @@ pub fn build(spec: &ImageSpec) -> Result<Image, ImageError> {
             })?;
             programs.push((cryptsetup, GUEST_CRYPTSETUP.to_owned()));
             wanted.extend(LUKS_MODULES.iter().map(|m| (*m).to_owned()));
+            optional.extend(OPTIONAL_LUKS_MODULES.iter().map(|m| (*m).to_owned()));
             wait_for.push(device.clone());
         }
         let config = agent_config(agent, &spec.command)?;
@@ -274,13 +279,14 @@ pub fn build(spec: &ImageSpec) -> Result<Image, ImageError> {
     }
     add_programs(&mut tree, &programs, spec)?;
     wanted.extend(spec.extra_modules.iter().cloned());
-    let modules = match &spec.kernel_modules {
-        Some(dir) => add_modules(&mut tree, dir, &wanted)?,
-        None => Vec::new(),
+    let (modules, optional_modules) = match &spec.kernel_modules {
+        Some(dir) => add_modules(&mut tree, dir, &wanted, &optional)?,
+        None => (Vec::new(), Vec::new()),
     };
     wait_for.extend(spec.mounts.iter().map(|m| m.device.clone()));
     let plan = InitPlan {
         modules: modules.clone(),
+        optional_modules: optional_modules.clone(),
         network: spec.network.clone(),
         wait_for,
         mounts: spec.mounts.clone(),
@@ -300,7 +306,7 @@ pub fn build(spec: &ImageSpec) -> Result<Image, ImageError> {
     Ok(Image {
         tree,
         bytes,
-        modules,
+        modules: modules.into_iter().chain(optional_modules).collect(),
     })
 }
 
@@ -423,26 +429,48 @@ fn add_programs(
     Ok(())
 }
 
-/// The module files for `wanted` (with their dependencies) under `/lib/modules/<version>/`; returns their
-/// image paths in load order.
-fn add_modules(tree: &mut Tree, dir: &Path, wanted: &[String]) -> Result<Vec<String>, ImageError> {
+/// The module files for `wanted` and, where the kernel has them as modules, `optional` (each with its
+/// dependencies) under `/lib/modules/<version>/`; returns their image paths in load order, the required
+/// ones and then the optional ones not already loaded.
+fn add_modules(
+    tree: &mut Tree,
+    dir: &Path,
+    wanted: &[String],
+    optional: &[String],
+) -> Result<(Vec<String>, Vec<String>), ImageError> {
     let modules = ModuleTree::read(dir)?;
     let version = dir
         .file_name()
         .map(|v| v.to_string_lossy().into_owned())
         .unwrap_or_else(|| "guest".into());
-    let mut paths = Vec::new();
-    for file in modules.load_order(wanted)? {
-        let data = read("kernel module", &dir.join(&file))?;
-        let guest = format!("/lib/modules/{version}/{file}");
-        tree.insert(
-            &guest,
-            Node::File {
-                data,
-                executable: false,
-            },
-        )?;
-        paths.push(guest);
+    let required = modules.load_order(wanted)?;
+    let mut extra = Vec::new();
+    for name in optional {
+        // Absent (or compressed) optional modules are left out: the kernel copes without them.
+        for file in modules
+            .load_order(std::slice::from_ref(name))
+            .unwrap_or_default()
+        {
+            if !required.contains(&file) && !extra.contains(&file) {
+                extra.push(file);
+            }
+        }
     }
-    Ok(paths)
+    let mut add = |files: &[String]| -> Result<Vec<String>, ImageError> {
+        let mut paths = Vec::new();
+        for file in files {
+            let data = read("kernel module", &dir.join(file))?;
+            let guest = format!("/lib/modules/{version}/{file}");
+            tree.insert(
+                &guest,
+                Node::File {
+                    data,
+                    executable: false,
+                },
+            )?;
+            paths.push(guest);
+        }
+        Ok(paths)
+    };
+    Ok((add(&required)?, add(&extra)?))
 }

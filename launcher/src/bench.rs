@@ -1,0 +1,229 @@
+//! `cvm-launch bench`: what attestation and unlocking cost a Linux guest's boot, measured against the same
+//! kernel booting to the same workload without them, in the same run (rounds interleaved, so both see
+//! the same machine). Prints, per variant, the time from `cvm-launch run` to the secret released, to the
+//! disk unlocked and to the workload's first output, the ratio of the two boot-to-workload times, and the
+//! two images' build times and sizes. Timings are printed, never asserted.
+//!
+//! The attested guest: the agent attests through the forwarded port, opens a LUKS2 volume with dm-crypt,
+//! mounts it and runs `sha256sum` of a 4 MiB file on it. The baseline: an image without agent or
+//! cryptsetup, the same file on a plain ext4 disk mounted by the init, the same `sha256sum`. Both load the
+//! virtio modules and configure the network.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::demo::guest::GuestRun;
+use crate::demo::programs::Programs;
+use crate::demo::stack::{EvidenceFormat, Stack, StackError};
+use crate::demo::{DEMO_SEED, sample_workload};
+use crate::kit::Kit;
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// The programs.
+    #[error(transparent)]
+    Programs(#[from] crate::demo::programs::ProgramsError),
+    /// The guest kit.
+    #[error("no Linux guest here: {0}")]
+    Kit(String),
+    /// A step.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    /// A run that did not end as it should.
+    #[error("{0}")]
+    Run(String),
+}
+
+/// One boot's times from `cvm-launch run`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Times {
+    released: Option<Duration>,
+    unlocked: Option<Duration>,
+    workload: Duration,
+}
+
+/// The console line that the workload (`sha256sum`) prints.
+fn is_workload_output(line: &str) -> bool {
+    line.ends_with("/mnt/data/workload.txt") && line.len() > 64
+}
+
+fn times(run: &GuestRun) -> Result<Times, BenchError> {
+    let workload = run.time_of(is_workload_output).ok_or_else(|| {
+        BenchError::Run(format!(
+            "the workload printed nothing; {}\nconsole:\n{}",
+            run.launcher.output, run.console
+        ))
+    })?;
+    Ok(Times {
+        released: run.time_of(|l| l.starts_with("cvm-agent: attested; secret")),
+        unlocked: run.time_of(|l| l.contains("opened as /dev/mapper/")),
+        workload,
+    })
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+/// Runs the benchmark with `rounds` boots of each variant, printing to `out`.
+pub fn run(rounds: u32, out: &mut dyn Write) -> Result<(), BenchError> {
+    let bin_dir = Programs::dir_of_current_exe()?;
+    let programs = Programs::find(&bin_dir, &mut |m| {
+        let _ = writeln!(out, "cvm-launch bench: {m}");
+    })?
+    .programs;
+    let kit = crate::kit::install(&crate::kit::default_dir(&bin_dir), &mut |m| {
+        let _ = writeln!(out, "cvm-launch bench: {m}");
+    })
+    .map_err(BenchError::Kit)?;
+    let dir = tempfile::Builder::new()
+        .prefix("cvm-bench-")
+        .tempdir()
+        .map_err(|e| BenchError::Run(format!("temporary directory: {e}")))?;
+    let stack = Stack::new(programs, dir.path());
+    stack.create_pki()?;
+    stack.keygen("kek")?;
+    stack.create_sim(Some(DEMO_SEED))?;
+    let service = stack.start_service()?;
+    let (attested_build, baseline_build) = prepare(&stack, &kit, &service)?;
+    let size = |f: &str| {
+        std::fs::metadata(stack.path(f))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let _ = writeln!(
+        out,
+        "cvm-launch bench: Linux guest under QEMU, kernel {}, {rounds} rounds of each variant, interleaved",
+        kit.kernel.display()
+    );
+    let _ = writeln!(
+        out,
+        "image build: attested {} bytes in {}; baseline {} bytes in {}",
+        size("attested.img"),
+        secs(attested_build),
+        size("baseline.img"),
+        secs(baseline_build)
+    );
+    let (mut attested, mut baseline) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let a = stack.boot_linux(
+            &kit,
+            &service,
+            "attested.img",
+            &["disk.img"],
+            "attested.console",
+            &[],
+        )?;
+        let b = stack.boot_linux(
+            &kit,
+            &service,
+            "baseline.img",
+            &["plain.img,ro"],
+            "baseline.console",
+            &[],
+        )?;
+        let (ta, tb) = (times(&a)?, times(&b)?);
+        let _ = writeln!(
+            out,
+            "  round {}: attested workload at {}, baseline at {}",
+            round + 1,
+            secs(ta.workload),
+            secs(tb.workload)
+        );
+        attested.push(ta);
+        baseline.push(tb);
+    }
+    let col = |v: &[Times], f: fn(&Times) -> Option<Duration>| -> Option<Duration> {
+        v.iter().map(f).collect::<Option<Vec<_>>>().map(median)
+    };
+    let rows: [(&str, Option<Duration>); 4] = [
+        ("run → secret released", col(&attested, |t| t.released)),
+        ("run → disk unlocked", col(&attested, |t| t.unlocked)),
+        (
+            "run → workload's first output",
+            col(&attested, |t| Some(t.workload)),
+        ),
+        (
+            "baseline: run → workload's first output",
+            col(&baseline, |t| Some(t.workload)),
+        ),
+    ];
+    let _ = writeln!(out, "{:<44}{:>10}", "median of the rounds", "");
+    for (name, value) in rows {
+        let _ = writeln!(
+            out,
+            "  {name:<42}{:>10}",
+            value.map(secs).unwrap_or_else(|| "-".into())
+        );
+    }
+    let a = median(attested.iter().map(|t| t.workload).collect());
+    let b = median(baseline.iter().map(|t| t.workload).collect());
+    let _ = writeln!(
+        out,
+        "  attested / baseline boot-to-workload      {:>8.3}×  (attestation and unlock add {:.1} %; target ≤ 15 %)",
+        a.as_secs_f64() / b.as_secs_f64().max(1e-9),
+        (a.as_secs_f64() / b.as_secs_f64().max(1e-9) - 1.0) * 100.0
+    );
+    service.stop();
+    Ok(())
+}
+
+/// The data, the disks, both images and the policy; returns the images' build times.
+fn prepare(
+    stack: &Stack,
+    kit: &Kit,
+    service: &crate::demo::stack::Service,
+) -> Result<(Duration, Duration), BenchError> {
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |source| StackError::Io { what, source }
+    };
+    std::fs::create_dir_all(stack.path("data")).map_err(io("create data/"))?;
+    std::fs::write(stack.path("data/workload.txt"), sample_workload())
+        .map_err(io("write data/workload.txt"))?;
+    stack.keygen("disk.key")?;
+    stack.luks_disk(kit, "data", "disk.key", "disk.img")?;
+    stack.ext4_disk(kit, "data", "plain.img")?;
+    let t = Instant::now();
+    stack.guest_image(
+        kit,
+        "attested.img",
+        &[
+            "--resource",
+            "disk",
+            "--tee",
+            "sim",
+            "--luks",
+            "/dev/vda:data:/mnt/data",
+            "--",
+            "sha256sum",
+            "/mnt/data/workload.txt",
+        ],
+    )?;
+    let attested = t.elapsed();
+    let t = Instant::now();
+    stack.guest_image(
+        kit,
+        "baseline.img",
+        &[
+            "--no-agent",
+            "--mount",
+            "/dev/vda:/mnt/data",
+            "--",
+            "sha256sum",
+            "/mnt/data/workload.txt",
+        ],
+    )?;
+    let baseline = t.elapsed();
+    let policy = stack.measure_linux(kit, "attested.img", EvidenceFormat::Snp)?;
+    std::fs::write(stack.path("policy.toml"), policy).map_err(io("write policy.toml"))?;
+    stack.register(service, "disk", "disk.key", "policy.toml")?;
+    Ok((attested, baseline))
+}
