@@ -68,6 +68,9 @@ pub struct ImageArgs {
     /// The guest's default gateway.
     #[arg(long, value_name = "IP", default_value = super::DEFAULT_GATEWAY)]
     pub gateway: String,
+    /// No network configuration (the guest has no network device; an agent then cannot reach a service).
+    #[arg(long, conflicts_with_all = ["address", "gateway"])]
+    pub no_network: bool,
     /// No agent: the init runs the workload directly (a guest without attestation, e.g. a baseline).
     #[arg(long, conflicts_with_all = ["luks", "unseal"])]
     pub no_agent: bool,
@@ -200,7 +203,7 @@ impl ImageArgs {
             extra_modules: self.modules.clone(),
             mounts,
             adds,
-            network: Some(Network {
+            network: (!self.no_network).then(|| Network {
                 interface: "eth0".into(),
                 address: self.address.clone(),
                 gateway: self.gateway.clone(),

@@ -60,7 +60,7 @@ pub enum Vmm {
 
 /// The arguments of `cvm-launch run`.
 #[derive(Clone, Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("boot").required(true).args(["firmware", "kernel"])))]
+#[command(group(clap::ArgGroup::new("boot").required(true).multiple(true).args(["firmware", "kernel"])))]
 pub struct RunArgs {
     /// Which TEE.
     #[arg(long, value_enum)]
@@ -165,6 +165,12 @@ pub fn command(args: RunArgs) -> ExitCode {
     }
     if let Some(flag) = qemu::qemu_only_flags(&args) {
         return finish(2, format_args!("{flag} needs --vmm qemu"));
+    }
+    if args.firmware.is_some() && args.kernel.is_some() {
+        return finish(
+            2,
+            "give --firmware or --kernel (a kernel measured through firmware is booted with --vmm qemu)",
+        );
     }
     match args.tee {
         RunTee::Sim => {}
