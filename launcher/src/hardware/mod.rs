@@ -227,6 +227,7 @@ impl HwError {
         matches!(
             self,
             Self::Layout(_)
+                | Self::Launch(OpsError::CpuidPage(_))
                 | Self::Vm(
                     CvmVmError::OpenKvm(_)
                         | CvmVmError::CreateVm { .. }
@@ -241,6 +242,7 @@ impl HwError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cvm::kvm_model::{KvmModel, SnpFirmware};
 
     #[test]
     fn host_and_input_errors_are_told_apart_from_vm_failures() {
@@ -253,10 +255,10 @@ mod tests {
             .nothing_started()
         );
         assert!(!HwError::Launch(OpsError::NoProgress("x")).nothing_started());
+        let too_many = crate::snp::cpuid_page::TooManyFunctions(65);
+        assert!(HwError::Launch(OpsError::CpuidPage(too_many)).nothing_started());
         assert!(!HwError::Timeout(1).nothing_started());
     }
-
-    use crate::cvm::kvm_model::{KvmModel, SnpFirmware};
 
     impl GuestMemory for KvmModel {
         fn add_slot(&mut self, gpa: u64, len: usize) -> Result<(), HwError> {
