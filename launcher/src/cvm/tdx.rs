@@ -7,7 +7,9 @@
 //! The order of a vCPU's commands is the kernel's, not its document's: INIT_VCPU switches the
 //! vCPU's APIC to x2APIC mode, which `kvm_apic_set_base` refuses unless the vCPU's CPUID already
 //! has X2APIC (`tdx_vcpu_init`), so KVM_SET_CPUID2 comes first, as in QEMU (CPUID when it creates
-//! each vCPU, INIT_VCPU when the machine is done). INIT_VM and INIT_MEM_REGION are re-issued
+//! each vCPU, INIT_VCPU when the machine is done). The CPUID comes from KVM_TDX_GET_CPUID, which
+//! works before INIT_VCPU: QEMU's `kvm_arch_init_vcpu` asks for it (`tdx_check_features`) before
+//! its KVM_SET_CPUID2. INIT_VM and INIT_MEM_REGION are re-issued
 //! after -EAGAIN or -EINTR (the TDX module out of entropy; a signal, after which the kernel has
 //! advanced the region), as QEMU does. kvm-bindings has no TDX structs: they are defined here with
 //! size asserts.
