@@ -10,6 +10,8 @@
 //!   wanted (`KVM_MEMORY_EXIT_FLAG_PRIVATE`) and re-enter.
 //! - `KVM_EXIT_TDX` with TDG.VP.VMCALL<GetQuote> (TDX GHCI spec §3.3): the guest's shared buffer
 //!   holds a TDREPORT; a [`QuoteService`] turns it into a quote written back into the buffer.
+//! - `KVM_EXIT_TDX` with TDG.VP.VMCALL<GetTdVmCallInfo> leaf 1 (GHCI §3.1): which TDVMCALLs
+//!   the host supports, from KVM_TDX_CAPABILITIES ([`tdvmcall_info`]).
 
 use std::mem::{offset_of, size_of};
 
@@ -17,14 +19,20 @@ use kvm_bindings::{
     KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEMORY_EXIT_FLAG_PRIVATE, kvm_memory_attributes,
 };
 
+use super::tdx::TdVmCallInfo;
 use super::{OpsError, put};
 
 /// `KVM_HC_MAP_GPA_RANGE` (include/uapi/linux/kvm_para.h).
 pub const KVM_HC_MAP_GPA_RANGE: u64 = 12;
 /// `KVM_MAP_GPA_RANGE_ENCRYPTED`: the range becomes private.
 pub const KVM_MAP_GPA_RANGE_ENCRYPTED: u64 = 1 << 4;
+/// TDG.VP.VMCALL<GetTdVmCallInfo> sub-function (GHCI §3.1).
+pub const TDVMCALL_GET_TD_VM_CALL_INFO: u64 = 0x10000;
 /// TDG.VP.VMCALL<GetQuote> sub-function (GHCI §3.3).
 pub const TDVMCALL_GET_QUOTE: u64 = 0x10002;
+/// Of the TDVMCALLs KVM leaves to userspace (GetTdVmCallInfo leaf 1, R11 and R12), those this VMM
+/// handles: none (it does not implement SetupEventNotifyInterrupt, R11 bit 1).
+pub const VMM_TDVMCALLS: [u64; 2] = [0, 0];
 /// TDVMCALL status: success.
 pub const TDVMCALL_STATUS_SUCCESS: u64 = 0;
 /// TDVMCALL status: an operand (the buffer's address, size or header) is invalid.
@@ -136,6 +144,20 @@ pub fn memory_fault(
     convert(ops, start, end - start, private)
 }
 
+/// The answer to TDG.VP.VMCALL<GetTdVmCallInfo>(`leaf`), R11..R14, as QEMU's
+/// `tdx_handle_get_tdvmcall_info` (target/i386/kvm/tdx.c) gives it: for leaf 1 (the only one KVM
+/// hands to userspace, `tdx_get_td_vm_call_info`), the TDVMCALLs KVM handles plus those it leaves
+/// to userspace that this VMM handles ([`VMM_TDVMCALLS`]); `None` for other leaves (KVM's
+/// preset answer stands).
+pub fn tdvmcall_info(leaf: u64, caps: &TdVmCallInfo) -> Option<[u64; 4]> {
+    (leaf == 1).then_some([
+        caps.kernel_r11 | (caps.user_r11 & VMM_TDVMCALLS[0]),
+        caps.kernel_r12 | (caps.user_r12 & VMM_TDVMCALLS[1]),
+        0,
+        0,
+    ])
+}
+
 /// Handles TDG.VP.VMCALL<GetQuote>(`gpa`, `size`): reads the TDREPORT from the shared buffer,
 /// asks `service`, writes the quote (or an error status) back into the buffer's header and
 /// data. Returns the TDVMCALL status for `kvm_run.tdx.get_quote.ret`.
@@ -235,6 +257,19 @@ mod tests {
         assert!(memory_fault(&mut rec, 0, u64::MAX - 0xfff, 0x2000).is_err());
         assert!(memory_fault(&mut rec, 0, 0x1000, u64::MAX).is_err());
         assert_eq!(rec.calls.len(), 3);
+    }
+
+    #[test]
+    fn get_tdvmcall_info_leaf_1_reports_kvms_tdvmcalls_and_those_this_vmm_handles() {
+        let caps = TdVmCallInfo {
+            kernel_r11: 1 << 0,
+            user_r11: 1 << 1,
+            kernel_r12: 1 << 3,
+            user_r12: 1 << 4,
+        };
+        assert_eq!(tdvmcall_info(1, &caps), Some([1 << 0, 1 << 3, 0, 0]));
+        assert_eq!(tdvmcall_info(0, &caps), None);
+        assert_eq!(tdvmcall_info(2, &caps), None);
     }
 
     struct Qe;

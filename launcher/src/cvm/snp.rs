@@ -6,8 +6,15 @@
 //! 56-byte version would shift HOST_DATA by one byte (DESIGN.md, known defect).
 //!
 //! VMSA pages are not sent with SNP_LAUNCH_UPDATE: KVM builds and measures each vCPU's VMSA from
-//! its register state during SNP_LAUNCH_FINISH, so the vCPUs must be in the state of the plan's
-//! VMSA pages before [`launch`] issues FINISH.
+//! its register state during SNP_LAUNCH_FINISH (`sev_es_sync_vmsa`), so [`launch`] first gives
+//! every vCPU the state of its VMSA page ([`crate::cvm::vcpu::set_from_vmsa`]): the VMSA KVM
+//! builds is then the page the plan measured, for every `--vmm-type`.
+//!
+//! Every page but ZERO pages is sent with a page-aligned source (KVM refuses others:
+//! `sev_gmem_post_populate`, `kvm_gmem_populate`): the plan's bytes, zeros for SECRETS and
+//! UNMEASURED pages, the CPUID table for the CPUID page. When the firmware refuses the CPUID table
+//! it writes the values it accepts into the source, and the launch fails listing each difference
+//! (as QEMU's `sev_snp_cpuid_report_mismatches`; QEMU does not retry, nor does this launcher).
 
 use std::mem::{offset_of, size_of};
 
@@ -17,8 +24,12 @@ use kvm_bindings::{
     sev_cmd_id_KVM_SEV_SNP_LAUNCH_START, sev_cmd_id_KVM_SEV_SNP_LAUNCH_UPDATE,
 };
 
+use super::cpuid::CPUID_ENTRY_LEN;
+use super::vcpu::{VcpuOps, set_from_vmsa};
 use super::{AlignedPages, CvmOps, LaunchOps, OpsError, exits, get_u64, put};
 use crate::plan::{LaunchPlan, LaunchUpdate};
+use crate::snp::cpuid_page::{cpuid_page, mismatches};
+use crate::snp::digest::PageType;
 
 /// KVM_SEV_INIT2.
 pub const SEV_INIT2: u32 = sev_cmd_id_KVM_SEV_INIT2;
@@ -66,6 +77,9 @@ pub const GHCB_VERSION: u16 = 2;
 const SNP_ACTIVE: u64 = 1;
 /// Upper bound on re-issuing a partially completed SNP_LAUNCH_UPDATE.
 const MAX_UPDATE_RETRIES: usize = 1 << 20;
+/// The firmware's INVALID_PARAM status (`SEV_RET_INVALID_PARAM`, include/uapi/linux/psp-sev.h):
+/// for a CPUID page, it refused values and wrote the ones it accepts into the source page.
+pub const SEV_RET_INVALID_PARAM: u64 = 0x16;
 
 /// What the host chooses for an SNP launch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,8 +88,6 @@ pub struct SnpLaunchParams {
     pub policy: u64,
     /// HOST_DATA, reported in every attestation report.
     pub host_data: [u8; 32],
-    /// The CPUID table page KVM hands to the PSP for each CPUID page of the plan.
-    pub cpuid_page: Option<Box<[u8; 4096]>>,
     /// The ID block and its authentication information for SNP_LAUNCH_FINISH.
     pub id: Option<IdBlock>,
 }
@@ -182,42 +194,64 @@ pub fn launch_finish_bytes(host_data: &[u8; 32], id: Option<&IdBlock>) -> [u8; L
     b
 }
 
-/// What KVM does to the payload when an update completes: everything consumed.
-pub(crate) fn complete_update(payload: &mut [u8]) {
-    let gfn = get_u64(payload, offset_of!(kvm_sev_snp_launch_update, gfn_start));
-    let uaddr = get_u64(payload, offset_of!(kvm_sev_snp_launch_update, uaddr));
-    let len = get_u64(payload, offset_of!(kvm_sev_snp_launch_update, len));
-    put(
-        payload,
-        offset_of!(kvm_sev_snp_launch_update, gfn_start),
-        &(gfn + len / 4096).to_le_bytes(),
-    );
-    if uaddr != 0 {
-        put(
-            payload,
-            offset_of!(kvm_sev_snp_launch_update, uaddr),
-            &(uaddr + len).to_le_bytes(),
-        );
-    }
-    put(
-        payload,
-        offset_of!(kvm_sev_snp_launch_update, len),
-        &0u64.to_le_bytes(),
-    );
-}
-
-fn update(ops: &mut dyn LaunchOps, gpa: u64, uaddr: u64, len: u64, t: u8) -> Result<(), OpsError> {
+/// SNP_LAUNCH_UPDATE of `len` bytes at `gpa` of type `t` from `source` (`None` only for ZERO
+/// pages), after making the range private; re-issued while KVM reports partial progress.
+fn update(
+    ops: &mut dyn LaunchOps,
+    gpa: u64,
+    len: u64,
+    t: PageType,
+    mut source: Option<&mut AlignedPages>,
+) -> Result<(), OpsError> {
     // INVARIANT: KVM accepts SNP_LAUNCH_UPDATE only for private GPAs.
     exits::convert(ops, gpa, len, true)?;
-    let mut p = launch_update_bytes(gpa, uaddr, len, t);
+    let uaddr = source.as_deref().map_or(0, AlignedPages::addr);
+    let mut p = launch_update_bytes(gpa, uaddr, len, t.0);
     for _ in 0..MAX_UPDATE_RETRIES {
-        ops.sev_op(SNP_LAUNCH_UPDATE, &mut p)?;
+        ops.snp_launch_update(&mut p, source.as_deref_mut())?;
         // KVM advances gfn_start/uaddr and lowers len when it stops early; re-issue the rest.
         if get_u64(&p, offset_of!(kvm_sev_snp_launch_update, len)) == 0 {
             return Ok(());
         }
     }
     Err(OpsError::NoProgress("SNP_LAUNCH_UPDATE"))
+}
+
+/// The CPUID page at `gpa` from the table built from `cpuid`; when the firmware refuses it, the
+/// error lists each difference between the table and the values the firmware wrote back.
+fn update_cpuid(
+    ops: &mut dyn LaunchOps,
+    gpa: u64,
+    cpuid: &[[u8; CPUID_ENTRY_LEN]],
+) -> Result<(), OpsError> {
+    let table = cpuid_page(cpuid)?;
+    let mut source = AlignedPages::new(&table[..]);
+    match update(ops, gpa, 4096, PageType::CPUID, Some(&mut source)) {
+        Err(e @ OpsError::Ioctl { fw_error, .. }) if fw_error == SEV_RET_INVALID_PARAM => {
+            let wrote = source.pages().next().map(|p| mismatches(&table, p));
+            match wrote {
+                Some(m) if !m.is_empty() => Err(OpsError::CpuidRejected(m)),
+                _ => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Gives each vCPU of `plan` the CPUID `cpuid` (`KVM_SET_CPUID2`) and the register state of its
+/// VMSA page, so that KVM builds exactly that page at SNP_LAUNCH_FINISH.
+pub fn setup_vcpus(
+    plan: &LaunchPlan,
+    cpuid: &[[u8; CPUID_ENTRY_LEN]],
+    ops: &mut dyn VcpuOps,
+) -> Result<(), OpsError> {
+    for u in &plan.updates {
+        if let LaunchUpdate::Vmsa { vcpu, page, .. } = u {
+            ops.set_cpuid(*vcpu, cpuid)?;
+            set_from_vmsa(ops, *vcpu, page)?;
+        }
+    }
+    Ok(())
 }
 
 /// KVM_SEV_INIT2 for `plan` (its SEV_FEATURES but SNPActive become `vmsa_features`).
@@ -227,18 +261,22 @@ pub fn init(plan: &LaunchPlan, ops: &mut dyn CvmOps) -> Result<(), OpsError> {
     ops.sev_op(SEV_INIT2, &mut init)
 }
 
-/// Issues the SNP launch of `plan` after [`init`] and vCPU creation: LAUNCH_START, one
-/// LAUNCH_UPDATE per plan update (in plan order, the order the digest is computed in), each
-/// preceded by KVM_SET_MEMORY_ATTRIBUTES making its range private, LAUNCH_FINISH with HOST_DATA
-/// and the optional ID block.
+/// Issues the SNP launch of `plan` after [`init`] and vCPU creation: the vCPUs' CPUID (`cpuid`,
+/// [`crate::snp::cpuid_page::snp_cpuid`] of the host's) and registers ([`setup_vcpus`]),
+/// LAUNCH_START, one LAUNCH_UPDATE per plan update (in plan order, the order the digest is
+/// computed in), each preceded by KVM_SET_MEMORY_ATTRIBUTES making its range private,
+/// LAUNCH_FINISH with HOST_DATA and the optional ID block.
 ///
-/// `uaddr` of data pages is a page-aligned copy of the plan's bytes: KVM copies them into
-/// guest_memfd.
+/// Sources are page-aligned copies KVM copies into guest_memfd: the plan's bytes for NORMAL pages,
+/// zeros for SECRETS and UNMEASURED pages, the table built from `cpuid` for CPUID pages.
 pub fn launch(
     plan: &LaunchPlan,
     params: &SnpLaunchParams,
+    cpuid: &[[u8; CPUID_ENTRY_LEN]],
     ops: &mut dyn LaunchOps,
 ) -> Result<(), OpsError> {
+    // INVARIANT: the vCPUs hold their VMSA's state before FINISH, where KVM builds the VMSAs.
+    setup_vcpus(plan, cpuid, ops)?;
     let mut start = launch_start_bytes(params.policy);
     ops.sev_op(SNP_LAUNCH_START, &mut start)?;
     for u in &plan.updates {
@@ -248,25 +286,32 @@ pub fn launch(
                 page_type,
                 data,
             } => {
-                let pages = AlignedPages::new(data);
-                update(ops, *gpa, pages.addr(), pages.len(), page_type.0)?;
+                let mut pages = AlignedPages::new(data);
+                let len = pages.len();
+                update(ops, *gpa, len, *page_type, Some(&mut pages))?;
             }
+            LaunchUpdate::Empty {
+                gpa,
+                page_type: PageType::ZERO,
+                pages,
+            } => update(ops, *gpa, pages * 4096, PageType::ZERO, None)?,
+            LaunchUpdate::Empty {
+                gpa,
+                page_type: PageType::CPUID,
+                ..
+            } => update_cpuid(ops, *gpa, cpuid)?,
             LaunchUpdate::Empty {
                 gpa,
                 page_type,
                 pages,
             } => {
-                let uaddr = if *page_type == crate::snp::digest::PageType::CPUID {
-                    let page = params.cpuid_page.as_ref().ok_or(OpsError::Missing(
-                        "a CPUID table page for the plan's CPUID page",
-                    ))?;
-                    page.as_ptr() as u64
-                } else {
-                    0
-                };
-                update(ops, *gpa, uaddr, pages * 4096, page_type.0)?;
+                let n = usize::try_from(*pages).map_err(|_| OpsError::BadRange {
+                    gpa: *gpa,
+                    size: *pages,
+                })?;
+                let mut zeros = AlignedPages::zeroed(n);
+                update(ops, *gpa, pages * 4096, *page_type, Some(&mut zeros))?;
             }
-            // INVARIANT: vCPU registers must equal the plan's VMSA pages before FINISH.
             LaunchUpdate::Vmsa { .. } => {}
         }
     }
@@ -277,51 +322,229 @@ pub fn launch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cvm::{Recorder, Target};
+    use crate::cvm::Target;
+    use crate::cvm::cpuid::{EAX, entry, word};
+    use crate::cvm::kvm_model::{KvmModel, SnpFirmware};
+    use crate::linux::{LinuxPlanConfig, bzimage};
     use crate::measure::snp_digest;
     use crate::plan::{DEFAULT_GUEST_FEATURES, SnpPlanConfig};
     use crate::snp::cpu::CpuType;
-    use crate::snp::digest::{LaunchDigest, PageType};
+    use crate::snp::cpuid_page::{CpuidMismatch, snp_cpuid};
     use crate::snp::vmsa::VmmType;
     use crate::synthetic::TestImage;
 
-    fn plan() -> LaunchPlan {
+    fn plan_for(vmm: VmmType) -> LaunchPlan {
         LaunchPlan::snp(SnpPlanConfig {
             firmware: TestImage::default().build(),
             vcpus: 2,
             cpu: CpuType::by_name("EPYC-Genoa").unwrap(),
-            vmm: VmmType::Qemu,
+            vmm,
             guest_features: DEFAULT_GUEST_FEATURES,
             kernel_hashes: None,
         })
         .unwrap()
     }
 
-    /// INIT2, then the launch (vCPUs would be created in between).
-    fn init_and_launch(
-        p: &LaunchPlan,
-        prm: &SnpLaunchParams,
-        rec: &mut Recorder,
-    ) -> Result<(), OpsError> {
-        init(p, rec)?;
-        launch(p, prm, rec)
+    fn plan() -> LaunchPlan {
+        plan_for(VmmType::Qemu)
+    }
+
+    fn linux_plan(vmm: VmmType) -> LaunchPlan {
+        LaunchPlan::linux(LinuxPlanConfig {
+            kernel: bzimage::synthetic(0x020f, 1, &[0xcc; 6000]),
+            initrd: Some(vec![7; 5000]),
+            cmdline: "console=ttyS0".into(),
+            ram_mib: 64,
+            cpu: CpuType::by_name("EPYC-v4").unwrap(),
+            vmm,
+            guest_features: DEFAULT_GUEST_FEATURES,
+        })
+        .unwrap()
     }
 
     fn params() -> SnpLaunchParams {
         SnpLaunchParams {
             policy: DEFAULT_POLICY,
             host_data: core::array::from_fn(|i| i as u8 + 1),
-            cpuid_page: Some(Box::new([0; 4096])),
             id: None,
         }
     }
 
+    /// A host's `KVM_GET_SUPPORTED_CPUID`, with the bits SNP firmware refuses and KVM's XSAVE
+    /// sizes for its largest XCR0.
+    fn host_cpuid() -> Vec<[u8; 40]> {
+        vec![
+            entry([0, 0, 0, 0x10, 0x6874_7541, 0x444d_4163, 0x6974_6e65]),
+            entry([
+                1,
+                0,
+                0,
+                0xa1_0f11,
+                0x0080_0800,
+                0xfeda_3203 | 1 << 24,
+                0x178b_fbff,
+            ]),
+            entry([7, 0, 1, 0, 0xf1bf_07ab | 1 << 1, 0x0040_069c, 0xfc00_0010]),
+            entry([0xd, 0, 1, 0x2e7, 0x988, 0x988, 0]),
+            entry([0xd, 1, 1, 0xf, 0x988, 0, 0]),
+            entry([0x8000_0000, 0, 0, 0x8000_0021, 0, 0, 0]),
+            entry([0x8000_0001, 0, 0, 0xa1_0f11, 0, 0x75c2_37ff, 0x2fd3_fbff]),
+            entry([0x8000_0008, 0, 0, 0x3030, 0x0300_d20f | 1 << 25, 0, 0]),
+        ]
+    }
+
+    /// A model KVM with the plan's memory and vCPUs, after INIT2, as `hardware::snp::run` leaves
+    /// it before the launch.
+    fn vm(p: &LaunchPlan, firmware: SnpFirmware) -> KvmModel {
+        let mut kvm = KvmModel::snp(firmware);
+        init(p, &mut kvm).unwrap();
+        kvm.add_ram(0, 64 << 20);
+        if p.firmware_len > 0 {
+            kvm.add_ram(p.firmware_gpa, p.firmware_len);
+        }
+        for _ in 0..p.vcpus {
+            kvm.create_vcpu().unwrap();
+        }
+        kvm
+    }
+
+    fn launched(p: &LaunchPlan, cpuid: &[[u8; 40]]) -> Result<KvmModel, OpsError> {
+        let mut kvm = vm(p, SnpFirmware::default());
+        launch(p, &params(), cpuid, &mut kvm).map(|()| kvm)
+    }
+
+    fn assert_kvm_measures_the_plan(p: &LaunchPlan, what: &str) {
+        let kvm = launched(p, &snp_cpuid(&host_cpuid())).unwrap();
+        let (digest, vmsas) = (&kvm.snp_state().digest, &kvm.snp_state().vmsas);
+        let planned: Vec<_> = p
+            .updates
+            .iter()
+            .filter_map(|u| match u {
+                LaunchUpdate::Vmsa { page, .. } => Some(page),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(vmsas.len(), planned.len(), "{what}");
+        for (i, (built, planned)) in vmsas.iter().zip(planned).enumerate() {
+            let differ: Vec<usize> = (0..4096).filter(|&b| built[b] != planned[b]).collect();
+            assert!(
+                differ.is_empty(),
+                "{what}: vCPU {i}: KVM's VMSA differs from the plan's at offsets {differ:#x?}"
+            );
+        }
+        assert_eq!(digest.value(), &snp_digest(p), "{what}");
+    }
+
+    #[test]
+    fn the_vmsas_kvm_builds_from_the_vcpus_are_the_plans_for_every_vmm_type() {
+        for vmm in [VmmType::Qemu, VmmType::Ec2, VmmType::Gce] {
+            assert_kvm_measures_the_plan(&plan_for(vmm), vmm.name());
+        }
+    }
+
+    #[test]
+    fn a_direct_boot_vmsa_kvm_builds_is_the_plans_long_mode_vmsa() {
+        for vmm in [VmmType::Qemu, VmmType::Ec2, VmmType::Gce] {
+            assert_kvm_measures_the_plan(&linux_plan(vmm), vmm.name());
+        }
+    }
+
+    #[test]
+    fn secrets_and_unmeasured_pages_are_sent_with_a_source() {
+        // GCE measures SNP_SEC_MEM as UNMEASURED pages; every plan has a SECRETS page.
+        let p = plan_for(VmmType::Gce);
+        let kvm = launched(&p, &snp_cpuid(&host_cpuid())).unwrap();
+        let types: Vec<(u8, u64)> = kvm
+            .calls
+            .iter()
+            .filter(|c| c.id == SNP_LAUNCH_UPDATE)
+            .map(|c| (c.payload[24], get_u64(&c.payload, 8)))
+            .collect();
+        for t in [PageType::UNMEASURED, PageType::SECRETS, PageType::CPUID] {
+            let (_, uaddr) = types.iter().find(|(ty, _)| *ty == t.0).unwrap();
+            assert!(*uaddr != 0 && uaddr % 4096 == 0, "{t:?} at {uaddr:#x}");
+        }
+        assert!(
+            types
+                .iter()
+                .filter(|(t, _)| *t == PageType::ZERO.0)
+                .all(|(_, uaddr)| *uaddr == 0),
+            "ZERO pages go without a source"
+        );
+    }
+
+    #[test]
+    fn the_cpuid_page_never_carries_the_bits_the_firmware_refuses() {
+        let cpuid = snp_cpuid(&host_cpuid());
+        let kvm = launched(&plan(), &cpuid).unwrap();
+        let pages = &kvm.snp_state().cpuid_pages;
+        assert_eq!(pages.len(), 1);
+        let page = &pages[0];
+        let function = |leaf: u32, index: u32| {
+            (0..u32::from_le_bytes(page[..4].try_into().unwrap()) as usize)
+                .map(|i| &page[16 + i * 48..16 + (i + 1) * 48])
+                .find(|f| f[..8] == [leaf.to_le_bytes(), index.to_le_bytes()].concat()[..])
+                .unwrap()
+        };
+        let reg =
+            |f: &[u8], r: usize| u32::from_le_bytes(f[24 + 4 * r..28 + 4 * r].try_into().unwrap());
+        assert_eq!(reg(function(1, 0), 2) & 1 << 24, 0, "TSC_DEADLINE");
+        assert_eq!(reg(function(7, 0), 1) & 1 << 1, 0, "TSC_ADJUST");
+        assert_eq!(reg(function(7, 0), 3) & 0xfc00_0000, 0, "SPEC_CTRL..SSBD");
+        assert_eq!(reg(function(0x8000_0008, 0), 1) & 1 << 25, 0, "VIRT_SSBD");
+        assert_eq!(reg(function(0xd, 0), 1), 0x240);
+        assert_eq!(reg(function(0xd, 1), 1), 0x240);
+        // The vCPUs run with the same CPUID as the page describes.
+        for v in 0..2 {
+            let leaf7 = kvm.vcpu_cpuid(v).iter().find(|e| word(e, 0) == 7).unwrap();
+            assert_eq!(word(leaf7, EAX + 3) & 0xfc00_0000, 0);
+        }
+        // KVM's raw CPUID is refused by the firmware.
+        assert!(launched(&plan(), &host_cpuid()).is_err());
+    }
+
+    #[test]
+    fn a_refused_cpuid_page_fails_naming_each_difference() {
+        // A firmware that also refuses a bit QEMU does not know about (8000_0001.ECX[0]).
+        let mut firmware = SnpFirmware::default();
+        firmware.refuses.push((0x8000_0001, None, 2, 1));
+        let p = plan();
+        let mut kvm = vm(&p, firmware);
+        let e = launch(&p, &params(), &snp_cpuid(&host_cpuid()), &mut kvm).unwrap_err();
+        let OpsError::CpuidRejected(m) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            m,
+            &[CpuidMismatch::Function {
+                leaf: 0x8000_0001,
+                index: 0,
+                provided: [0xa1_0f11, 0, 0x75c2_37ff, 0x2fd3_fbff],
+                expected: [0xa1_0f11, 0, 0x75c2_37fe, 0x2fd3_fbff],
+            }]
+        );
+        let text = e.to_string();
+        assert!(text.contains("function 0x80000001 index 0x0"), "{text}");
+    }
+
+    #[test]
+    fn partial_progress_is_reissued_until_every_page_is_measured() {
+        let p = plan();
+        let mut kvm = vm(
+            &p,
+            SnpFirmware {
+                pages_per_call: Some(1),
+                ..SnpFirmware::default()
+            },
+        );
+        launch(&p, &params(), &snp_cpuid(&host_cpuid()), &mut kvm).unwrap();
+        assert_eq!(kvm.snp_state().digest.value(), &snp_digest(&p));
+    }
+
     #[test]
     fn host_data_arrives_unshifted_in_the_88_byte_finish() {
-        let p = plan();
-        let mut rec = Recorder::default();
-        init_and_launch(&p, &params(), &mut rec).unwrap();
-        let last = rec.calls.last().unwrap();
+        let kvm = launched(&plan(), &snp_cpuid(&host_cpuid())).unwrap();
+        let last = kvm.calls.last().unwrap();
         assert_eq!((last.target.clone(), last.id), (Target::SevVm, 102));
         assert_eq!(last.payload.len(), 88);
         // id_block_en, auth_key_en, vcek_disabled at 16..19, then HOST_DATA.
@@ -331,58 +554,33 @@ mod tests {
     }
 
     #[test]
-    fn recorded_updates_replay_to_the_plan_digest() {
-        let p = plan();
-        let mut rec = Recorder::default();
-        init_and_launch(&p, &params(), &mut rec).unwrap();
-        assert_eq!(rec.calls[0].id, SEV_INIT2);
+    fn init2_and_start_carry_the_features_and_policy() {
+        let kvm = launched(&plan(), &snp_cpuid(&host_cpuid())).unwrap();
+        let c: Vec<_> = kvm
+            .calls
+            .iter()
+            .filter(|c| c.target == Target::SevVm)
+            .collect();
+        assert_eq!(c[0].id, SEV_INIT2);
         assert_eq!(
-            get_u64(&rec.calls[0].payload, 0),
+            get_u64(&c[0].payload, 0),
             0,
             "SNPActive is not a vmsa_feature"
         );
-        assert_eq!(rec.calls[1].id, SNP_LAUNCH_START);
-        assert_eq!(get_u64(&rec.calls[1].payload, 0), DEFAULT_POLICY);
-        // Replay what the PSP measures from the recorded LAUNCH_UPDATE arguments, reading the data
-        // pages through the recorded uaddr ranges of the plan, then the VMSAs KVM adds at FINISH.
-        let mut ld = LaunchDigest::new();
-        let mut data = p.updates.iter().filter_map(|u| match u {
-            LaunchUpdate::Data { data, .. } => Some(data),
-            _ => None,
-        });
-        for c in rec.calls.iter().filter(|c| c.id == SNP_LAUNCH_UPDATE) {
-            let gpa = get_u64(&c.payload, 0) << 12;
-            let len = get_u64(&c.payload, 16);
-            let t = PageType(c.payload[24]);
-            if t == PageType::NORMAL {
-                let d = data.next().unwrap();
-                assert_eq!(get_u64(&c.payload, 8) % 4096, 0, "page-aligned source");
-                assert_eq!(len, d.len() as u64);
-                ld.update_normal(gpa, d);
-            } else {
-                ld.update_empty(t, gpa, len / 4096);
-            }
-        }
-        for u in &p.updates {
-            if let LaunchUpdate::Vmsa { page, .. } = u {
-                ld.update_vmsa(page);
-            }
-        }
-        assert_eq!(ld.value(), &snp_digest(&p));
+        assert_eq!(c[1].id, SNP_LAUNCH_START);
+        assert_eq!(get_u64(&c[1].payload, 0), DEFAULT_POLICY);
     }
 
     #[test]
     fn every_update_range_is_made_private_just_before_it() {
-        let p = plan();
-        let mut rec = Recorder::default();
-        init_and_launch(&p, &params(), &mut rec).unwrap();
+        let kvm = launched(&plan(), &snp_cpuid(&host_cpuid())).unwrap();
         let mut updates = 0;
-        for (i, c) in rec.calls.iter().enumerate() {
+        for (i, c) in kvm.calls.iter().enumerate() {
             if c.id != SNP_LAUNCH_UPDATE || c.target != Target::SevVm {
                 continue;
             }
             updates += 1;
-            let a = &rec.calls[i - 1];
+            let a = &kvm.calls[i - 1];
             assert_eq!(a.target, Target::MemoryAttributes);
             let gpa = get_u64(&c.payload, 0) << 12;
             let len = get_u64(&c.payload, 16);
@@ -401,9 +599,10 @@ mod tests {
             block: Box::new([0xb1; ID_BLOCK_LEN]),
             auth: auth.clone(),
         });
-        let mut rec = Recorder::default();
-        init_and_launch(&plan(), &prm, &mut rec).unwrap();
-        let fin = &rec.calls.last().unwrap().payload;
+        let p = plan();
+        let mut kvm = vm(&p, SnpFirmware::default());
+        launch(&p, &prm, &snp_cpuid(&host_cpuid()), &mut kvm).unwrap();
+        let fin = &kvm.calls.last().unwrap().payload;
         let id = prm.id.as_ref().unwrap();
         assert_eq!(get_u64(fin, 0), id.block.as_ptr() as u64);
         assert_eq!(get_u64(fin, 8), id.auth.as_ptr() as u64);
@@ -427,12 +626,11 @@ mod tests {
     }
 
     #[test]
-    fn a_cpuid_page_needs_a_table() {
-        let mut prm = params();
-        prm.cpuid_page = None;
+    fn a_host_cpuid_too_large_for_a_cpuid_page_is_refused() {
+        let many = vec![entry([1, 0, 0, 0, 0, 0, 0]); 65];
         assert!(matches!(
-            init_and_launch(&plan(), &prm, &mut Recorder::default()),
-            Err(OpsError::Missing(_))
+            launched(&plan(), &many),
+            Err(OpsError::CpuidPage(_))
         ));
     }
 }

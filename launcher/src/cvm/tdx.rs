@@ -1,12 +1,23 @@
 //! The TDX launch sequence through KVM (Linux `Documentation/virt/kvm/x86/intel-tdx.rst`, "KVM
-//! TDX creation flow"): KVM_TDX_CAPABILITIES → KVM_TDX_INIT_VM ([`init_vm`], before any vCPU
-//! exists) → KVM_TDX_INIT_VCPU per vCPU and KVM_TDX_GET_CPUID ([`init_vcpus`]) → KVM_TDX_INIT_MEM_REGION
-//! per TDVF section → KVM_TDX_FINALIZE_VM ([`init_memory_and_finalize`]). kvm-bindings has no TDX
-//! structs: they are defined here with size asserts.
+//! TDX creation flow", and arch/x86/kvm/vmx/tdx.c; QEMU's target/i386/kvm/tdx.c):
+//! KVM_TDX_CAPABILITIES → KVM_TDX_INIT_VM ([`init_vm`], before any vCPU exists) → per vCPU
+//! KVM_TDX_GET_CPUID → KVM_SET_CPUID2 → KVM_TDX_INIT_VCPU ([`init_vcpus`]) →
+//! KVM_TDX_INIT_MEM_REGION per TDVF section → KVM_TDX_FINALIZE_VM ([`init_memory_and_finalize`]).
+//!
+//! The order of a vCPU's commands is the kernel's, not its document's: INIT_VCPU switches the
+//! vCPU's APIC to x2APIC mode, which `kvm_apic_set_base` refuses unless the vCPU's CPUID already
+//! has X2APIC (`tdx_vcpu_init`), so KVM_SET_CPUID2 comes first, as in QEMU (CPUID when it creates
+//! each vCPU, INIT_VCPU when the machine is done). The CPUID comes from KVM_TDX_GET_CPUID, which
+//! works before INIT_VCPU: QEMU's `kvm_arch_init_vcpu` asks for it (`tdx_check_features`) before
+//! its KVM_SET_CPUID2. INIT_VM and INIT_MEM_REGION are re-issued
+//! after -EAGAIN or -EINTR (the TDX module out of entropy; a signal, after which the kernel has
+//! advanced the region), as QEMU does. kvm-bindings has no TDX structs: they are defined here with
+//! size asserts.
 
 use std::mem::{offset_of, size_of};
 
 use super::cpuid::{CPUID_ENTRY_LEN, EAX, FUNCTION, INDEX, word};
+use super::vcpu::VcpuOps;
 use super::{AlignedPages, CvmOps, LaunchOps, OpsError, TdxData, exits, get_u64, put};
 use crate::tdx::tdvf::{ATTR_MR_EXTEND, ATTR_PAGE_AUG, TdvfSection, TdvfSectionType};
 
@@ -102,6 +113,21 @@ pub fn command_name(id: u32) -> &'static str {
     }
 }
 
+/// The TDVMCALLs GetTdVmCallInfo leaf 1 reports (KVM_TDX_CAPABILITIES'
+/// `kernel_tdvmcallinfo_1_r11`, `user_tdvmcallinfo_1_r11`, `kernel_tdvmcallinfo_1_r12`,
+/// `user_tdvmcallinfo_1_r12`): those KVM handles itself, and those it leaves to the VMM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TdVmCallInfo {
+    /// R11 bits KVM handles.
+    pub kernel_r11: u64,
+    /// R11 bits KVM leaves to userspace.
+    pub user_r11: u64,
+    /// R12 bits KVM handles.
+    pub kernel_r12: u64,
+    /// R12 bits KVM leaves to userspace.
+    pub user_r12: u64,
+}
+
 /// What KVM_TDX_CAPABILITIES reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TdxCapabilities {
@@ -109,6 +135,8 @@ pub struct TdxCapabilities {
     pub supported_attrs: u64,
     /// XFAM bits the host allows.
     pub supported_xfam: u64,
+    /// The TDVMCALLs for GetTdVmCallInfo.
+    pub tdvmcall_info: TdVmCallInfo,
     /// The configurable CPUID bits (`kvm_cpuid_entry2`: a set bit may be configured).
     pub cpuid: Vec<[u8; CPUID_ENTRY_LEN]>,
 }
@@ -146,6 +174,12 @@ pub fn parse_capabilities(b: &[u8]) -> TdxCapabilities {
     TdxCapabilities {
         supported_attrs: get_u64(b, 0),
         supported_xfam: get_u64(b, 8),
+        tdvmcall_info: TdVmCallInfo {
+            kernel_r11: get_u64(b, 16),
+            user_r11: get_u64(b, 24),
+            kernel_r12: get_u64(b, 32),
+            user_r12: get_u64(b, 40),
+        },
         cpuid: parse_cpuid2(b.get(CAPABILITIES_HEADER_LEN..).unwrap_or_default()),
     }
 }
@@ -171,8 +205,16 @@ pub fn configurable_cpuid(
         .collect()
 }
 
-/// Upper bound on re-issuing a partially completed INIT_MEM_REGION.
+/// Upper bound on re-issuing INIT_VM and a partially completed INIT_MEM_REGION (QEMU retries
+/// INIT_VM 10000 times).
 const MAX_RETRIES: usize = 1 << 20;
+/// `EINTR`, `EAGAIN`: the kernel asks for the command again.
+const RETRY_ERRNOS: [i32; 2] = [4, 11];
+
+/// Whether `e` asks for the command again (-EINTR, -EAGAIN).
+fn again(e: &OpsError) -> bool {
+    matches!(e, OpsError::Ioctl { errno, .. } if RETRY_ERRNOS.contains(errno))
+}
 
 /// What the host chooses for a TDX launch.
 #[derive(Clone, Debug)]
@@ -260,15 +302,6 @@ pub fn mem_region_bytes(source_addr: u64, gpa: u64, nr_pages: u64) -> [u8; 24] {
     b
 }
 
-/// What KVM does to the payload when a region completes.
-pub(crate) fn complete_mem_region(b: &mut [u8]) {
-    let src = get_u64(b, 0);
-    let gpa = get_u64(b, 8);
-    let n = get_u64(b, 16);
-    let done = mem_region_bytes(src + n * 4096, gpa + n * 4096, 0);
-    put(b, 0, &done);
-}
-
 /// The bytes a section starts with in guest memory: its raw data from the image, zero-padded.
 fn section_contents(image: &[u8], s: &TdvfSection) -> Vec<u8> {
     let mut v = vec![0u8; usize::try_from(s.memory_data_size).unwrap_or(0)];
@@ -289,43 +322,50 @@ pub fn capabilities(ops: &mut dyn CvmOps) -> Result<TdxCapabilities, OpsError> {
     Ok(parse_capabilities(&b))
 }
 
-/// KVM_TDX_INIT_VM with `params`. INVARIANT: before any vCPU is created.
+/// KVM_TDX_INIT_VM with `params`, re-issued after -EAGAIN/-EINTR. INVARIANT: before any vCPU is
+/// created.
 pub fn init_vm(params: &TdxLaunchParams, ops: &mut dyn CvmOps) -> Result<(), OpsError> {
     let mut init = init_vm_bytes(params);
-    ops.tdx_vm_op(KVM_TDX_INIT_VM, 0, &mut init)
+    for _ in 0..MAX_RETRIES {
+        match ops.tdx_vm_op(KVM_TDX_INIT_VM, 0, &mut init) {
+            Err(e) if again(&e) => continue,
+            other => return other,
+        }
+    }
+    Err(OpsError::NoProgress("KVM_TDX_INIT_VM"))
 }
 
-/// KVM_TDX_INIT_VCPU (data = the TD HOB's GPA, the initial RCX) then KVM_TDX_GET_CPUID for each
-/// of `vcpus` vCPUs; returns each vCPU's CPUID as the TDX module virtualizes it, for
-/// KVM_SET_CPUID2.
+/// For each of `vcpus` vCPUs: KVM_TDX_GET_CPUID (the CPUID the TDX module virtualizes for the
+/// TD), KVM_SET_CPUID2 with it, then KVM_TDX_INIT_VCPU (data = the TD HOB's GPA, the initial RCX).
+/// INVARIANT: CPUID before INIT_VCPU (see the module documentation).
 pub fn init_vcpus(
     sections: &[TdvfSection],
     vcpus: u32,
-    ops: &mut dyn CvmOps,
-) -> Result<Vec<Vec<[u8; CPUID_ENTRY_LEN]>>, OpsError> {
+    ops: &mut dyn LaunchOps,
+) -> Result<(), OpsError> {
     let hob = sections
         .iter()
         .find(|s| s.kind == TdvfSectionType::TD_HOB)
         .ok_or(OpsError::Missing("a TD_HOB section in the TDVF metadata"))?;
-    let mut cpuids = Vec::new();
     for vcpu in 0..vcpus {
+        let mut c = cpuid2_bytes(MAX_CPUID_ENTRIES);
+        ops.tdx_vcpu_op(vcpu, KVM_TDX_GET_CPUID, 0, TdxData::Bytes(&mut c))?;
+        VcpuOps::set_cpuid(ops, vcpu, &parse_cpuid2(&c))?;
         ops.tdx_vcpu_op(
             vcpu,
             KVM_TDX_INIT_VCPU,
             0,
             TdxData::Value(hob.memory_address),
         )?;
-        let mut c = cpuid2_bytes(MAX_CPUID_ENTRIES);
-        ops.tdx_vcpu_op(vcpu, KVM_TDX_GET_CPUID, 0, TdxData::Bytes(&mut c))?;
-        cpuids.push(parse_cpuid2(&c));
     }
-    Ok(cpuids)
+    Ok(())
 }
 
 /// KVM_TDX_INIT_MEM_REGION for every TDVF section of `image` that is not PAGE_AUG, in
 /// descriptor order (measured when MR_EXTEND: the order [`crate::tdx::mrtd`] replays), each
-/// preceded by KVM_SET_MEMORY_ATTRIBUTES making it private; then KVM_TDX_FINALIZE_VM. The TD_HOB
-/// section starts with `td_hob` ([`crate::tdx::td_hob`]).
+/// preceded by KVM_SET_MEMORY_ATTRIBUTES making it private and re-issued until every page is
+/// added (after partial progress, -EINTR or -EAGAIN the kernel has advanced the region); then
+/// KVM_TDX_FINALIZE_VM. The TD_HOB section starts with `td_hob` ([`crate::tdx::td_hob`]).
 pub fn init_memory_and_finalize(
     image: &[u8],
     sections: &[TdvfSection],
@@ -352,10 +392,14 @@ pub fn init_memory_and_finalize(
         let mut p = mem_region_bytes(contents.addr(), s.memory_address, s.memory_data_size / 4096);
         let mut done = false;
         for _ in 0..MAX_RETRIES {
-            ops.tdx_vcpu_op(0, KVM_TDX_INIT_MEM_REGION, flags, TdxData::Bytes(&mut p))?;
-            if get_u64(&p, 16) == 0 {
-                done = true;
-                break;
+            match ops.tdx_init_mem_region(0, flags, &mut p, &contents) {
+                Err(e) if again(&e) => continue,
+                Err(e) => return Err(e),
+                Ok(()) if get_u64(&p, 16) == 0 => {
+                    done = true;
+                    break;
+                }
+                Ok(()) => {}
             }
         }
         if !done {
@@ -368,28 +412,80 @@ pub fn init_memory_and_finalize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cvm::{Recorder, Target};
+    use crate::cvm::Target;
+    use crate::cvm::cpuid::entry;
+    use crate::cvm::kvm_model::{KvmModel, TdxModule};
     use crate::ovmf::OvmfInfo;
+    use crate::plan::FOUR_GIB;
     use crate::synthetic::TestImage;
-    use crate::tdx::mrtd::{Mrtd, mrtd_of_firmware};
+    use crate::tdx::mrtd::mrtd_of_firmware;
     use crate::tdx::tdvf;
 
-    #[test]
-    fn recorded_regions_replay_to_the_mrtd() {
+    /// A TDX module whose TD CPUID has X2APIC (CPUID.1.ECX[21], fixed to 1 for TDs).
+    fn module() -> TdxModule {
+        TdxModule {
+            attrs: ATTR_SEPT_VE_DISABLE,
+            xfam: 0xe7,
+            tdvmcall_info: [0, 1 << 1, 0, 0],
+            configurable: vec![entry([7, 0, 1, 0, 0xff, 0, 0])],
+            td_cpuid: vec![
+                entry([0, 0, 0, 0x23, 0x756e_6547, 0x6c65_746e, 0x4965_6e69]),
+                entry([1, 0, 0, 0x806f8, 0, 0xf7fa_3203 | 1 << 21, 0x1f8b_fbff]),
+            ],
+            ..TdxModule::default()
+        }
+    }
+
+    struct Launched {
+        kvm: KvmModel,
+        img: Vec<u8>,
+        sections: Vec<TdvfSection>,
+    }
+
+    /// `hardware::tdx::run`'s sequence on the model: INIT_VM, memory, vCPUs, their CPUID and
+    /// INIT_VCPU, the TDVF sections, FINALIZE_VM.
+    fn launch(m: TdxModule, vcpus: u32) -> Result<Launched, OpsError> {
         let img = TestImage::tdvf_default().build();
         let info = OvmfInfo::parse(&img).unwrap();
         let sections = tdvf::parse(&img, &info).unwrap();
         let params = TdxLaunchParams {
-            vcpus: 2,
+            vcpus,
             mrconfigid: [0xcc; 48],
             cpuid_entries: vec![[7; CPUID_ENTRY_LEN]],
             ..TdxLaunchParams::default()
         };
-        let mut rec = Recorder::default();
-        init_vm(&params, &mut rec).unwrap();
-        init_vcpus(&sections, params.vcpus, &mut rec).unwrap();
-        init_memory_and_finalize(&img, &sections, &[0xaa; 64], &mut rec).unwrap();
-        let c = &rec.calls;
+        let mut kvm = KvmModel::tdx(m);
+        init_vm(&params, &mut kvm)?;
+        kvm.add_ram(0, 16 << 20);
+        kvm.add_ram(FOUR_GIB - img.len() as u64, img.len() as u64);
+        for _ in 0..vcpus {
+            kvm.create_vcpu()?;
+        }
+        init_vcpus(&sections, vcpus, &mut kvm)?;
+        init_memory_and_finalize(&img, &sections, &[0xaa; 64], &mut kvm)?;
+        Ok(Launched { kvm, img, sections })
+    }
+
+    #[test]
+    fn the_mrtd_the_tdx_module_computes_is_the_firmwares() {
+        let l = launch(module(), 2).unwrap();
+        let td = l.kvm.tdx_state();
+        assert_eq!(td.finalized, Some(mrtd_of_firmware(&l.img).unwrap()));
+        assert!(
+            !td.added.contains(&0x90_0000),
+            "PAGE_AUG sections are not added"
+        );
+        let hob = l
+            .sections
+            .iter()
+            .find(|s| s.kind == TdvfSectionType::TD_HOB)
+            .unwrap();
+        assert_eq!(
+            td.rcx,
+            [Some(hob.memory_address); 2],
+            "RCX = the TD HOB for every vCPU"
+        );
+        let c = &l.kvm.calls;
         assert_eq!(
             (c[0].target.clone(), c[0].id),
             (Target::TdxVm, KVM_TDX_INIT_VM)
@@ -397,15 +493,9 @@ mod tests {
         assert_eq!(c[0].payload.len(), 264 + 40);
         assert_eq!(&c[0].payload[16..64], &[0xcc; 48]);
         assert_eq!(c[0].payload[256], 1, "cpuid nent");
-        assert_eq!(c[1].value, Some(0x80_9000));
-        assert_eq!(
-            (c[2].target.clone(), c[2].id),
-            (Target::TdxVcpu(0), KVM_TDX_GET_CPUID)
-        );
-        assert_eq!(c[3].target, Target::TdxVcpu(1));
         assert_eq!(c.last().unwrap().id, KVM_TDX_FINALIZE_VM);
         assert_eq!(c.last().unwrap().payload, Vec::<u8>::new());
-        // Every region is made private right before it is added, from a page-aligned source.
+        // Every region is made private right before it is added.
         for (i, call) in c
             .iter()
             .enumerate()
@@ -416,33 +506,95 @@ mod tests {
             assert_eq!(get_u64(&a.payload, 0), get_u64(&call.payload, 8));
             assert_eq!(get_u64(&a.payload, 8), get_u64(&call.payload, 16) * 4096);
             assert_eq!(get_u64(&a.payload, 16), 8, "private");
-            assert_eq!(get_u64(&call.payload, 0) % 4096, 0);
         }
-        // Replay: PAGE.ADD per page, EXTEND per 256 bytes of measured regions, contents by GPA.
-        let mut m = Mrtd::new();
-        for call in c.iter().filter(|c| c.id == KVM_TDX_INIT_MEM_REGION) {
-            let gpa = get_u64(&call.payload, 8);
-            let n = get_u64(&call.payload, 16);
-            let s = sections.iter().find(|s| s.memory_address == gpa).unwrap();
-            let contents = section_contents(&img, s);
-            for p in 0..n {
-                let pg = gpa + p * 4096;
-                m.page_add(pg);
-                if call.flags & KVM_TDX_MEASURE_MEMORY_REGION != 0 {
-                    for i in 0..16u64 {
-                        let at = (p * 4096 + i * 256) as usize;
-                        m.extend(pg + i * 256, contents[at..at + 256].try_into().unwrap());
-                    }
-                }
+    }
+
+    #[test]
+    fn each_vcpu_gets_the_tds_cpuid_before_init_vcpu() {
+        let l = launch(module(), 2).unwrap();
+        for v in 0..2u32 {
+            let calls: Vec<(Target, u32)> = l
+                .kvm
+                .calls
+                .iter()
+                .filter(|c| c.target == Target::TdxVcpu(v) || c.target == Target::Vcpu(v))
+                .map(|c| (c.target.clone(), c.id))
+                .take(3)
+                .collect();
+            assert_eq!(
+                calls,
+                [
+                    (Target::TdxVcpu(v), KVM_TDX_GET_CPUID),
+                    (
+                        Target::Vcpu(v),
+                        crate::cvm::vcpu::VcpuIoctl::SetCpuid as u32
+                    ),
+                    (Target::TdxVcpu(v), KVM_TDX_INIT_VCPU),
+                ]
+            );
+            assert_eq!(l.kvm.vcpu_cpuid(v), &module().td_cpuid[..]);
+        }
+    }
+
+    #[test]
+    fn init_vcpu_fails_when_the_vcpus_cpuid_lacks_x2apic() {
+        let mut m = module();
+        m.td_cpuid[1] = entry([1, 0, 0, 0x806f8, 0, 0xf7da_3203, 0x1f8b_fbff]);
+        match launch(m, 1) {
+            Err(OpsError::Ioctl { what, errno, .. }) => {
+                assert_eq!((what, errno), ("KVM_TDX_INIT_VCPU", 22));
             }
+            other => panic!("{:?}", other.map(|_| ())),
         }
-        assert_eq!(m.finish(), mrtd_of_firmware(&img).unwrap());
-        assert!(
-            c.iter()
-                .filter(|c| c.id == KVM_TDX_INIT_MEM_REGION)
-                .all(|c| get_u64(&c.payload, 8) != 0x90_0000),
-            "PAGE_AUG sections are not added"
+    }
+
+    #[test]
+    fn init_vm_is_reissued_while_the_tdx_module_is_out_of_entropy() {
+        let l = launch(
+            TdxModule {
+                init_vm_busy: 3,
+                ..module()
+            },
+            1,
+        )
+        .unwrap();
+        let tries = l
+            .kvm
+            .calls
+            .iter()
+            .filter(|c| c.id == KVM_TDX_INIT_VM && c.target == Target::TdxVm)
+            .count();
+        assert_eq!(tries, 4);
+        assert!(l.kvm.tdx_state().finalized.is_some());
+    }
+
+    #[test]
+    fn an_interrupted_init_mem_region_resumes_where_the_kernel_stopped() {
+        let l = launch(
+            TdxModule {
+                interrupt_every: Some(1),
+                ..module()
+            },
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            l.kvm.tdx_state().finalized,
+            Some(mrtd_of_firmware(&l.img).unwrap())
         );
+        let regions = l
+            .kvm
+            .calls
+            .iter()
+            .filter(|c| c.id == KVM_TDX_INIT_MEM_REGION)
+            .count();
+        let pages: u64 = l
+            .sections
+            .iter()
+            .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
+            .map(|s| s.memory_data_size / 4096)
+            .sum();
+        assert_eq!(regions as u64, pages, "one page per try");
     }
 
     #[test]
@@ -454,9 +606,9 @@ mod tests {
             mrowner: [2; 48],
             ..TdxLaunchParams::default()
         };
-        let mut rec = Recorder::default();
-        init_vm(&params, &mut rec).unwrap();
-        let p = &rec.calls[0].payload;
+        let mut kvm = KvmModel::tdx(module());
+        init_vm(&params, &mut kvm).unwrap();
+        let p = &kvm.calls[0].payload;
         assert_eq!(get_u64(p, 0), 1 << 28);
         assert_eq!(get_u64(p, 8), 0xe7);
         assert_eq!(&p[16..64], &[1; 48]);
@@ -465,12 +617,24 @@ mod tests {
         assert_eq!(p.len(), 264, "no CPUID entries");
     }
 
-    fn entry(leaf: u32, sub: u32, regs: [u32; 4]) -> [u8; CPUID_ENTRY_LEN] {
-        crate::cvm::cpuid::entry([leaf, sub, 0, regs[0], regs[1], regs[2], regs[3]])
+    fn kvm_entry(leaf: u32, sub: u32, regs: [u32; 4]) -> [u8; CPUID_ENTRY_LEN] {
+        entry([leaf, sub, 0, regs[0], regs[1], regs[2], regs[3]])
     }
 
     #[test]
     fn capabilities_and_cpuid_buffers_parse_what_the_kernel_writes() {
+        let mut kvm = KvmModel::tdx(module());
+        let c = capabilities(&mut kvm).unwrap();
+        assert_eq!(c.supported_attrs, ATTR_SEPT_VE_DISABLE);
+        assert_eq!(c.supported_xfam, 0xe7);
+        assert_eq!(
+            c.tdvmcall_info,
+            TdVmCallInfo {
+                user_r11: 1 << 1,
+                ..TdVmCallInfo::default()
+            }
+        );
+        assert_eq!(c.cpuid, vec![entry([7, 0, 1, 0, 0xff, 0, 0])]);
         let mut caps = capabilities_bytes(2);
         assert_eq!(caps.len(), 2048 + 8 + 80);
         assert_eq!(
@@ -478,14 +642,13 @@ mod tests {
             &2u32.to_le_bytes(),
             "nent is the capacity"
         );
-        caps[..8].copy_from_slice(&(ATTR_SEPT_VE_DISABLE | 1).to_le_bytes());
-        caps[8..16].copy_from_slice(&0x2e7u64.to_le_bytes());
-        caps[2048..2052].copy_from_slice(&1u32.to_le_bytes());
-        caps[2056..2096].copy_from_slice(&entry(7, 0, [0, 0xff, 0, 0]));
+        caps[16..24].copy_from_slice(&5u64.to_le_bytes());
+        caps[32..40].copy_from_slice(&6u64.to_le_bytes());
         let c = parse_capabilities(&caps);
-        assert_eq!(c.supported_attrs, ATTR_SEPT_VE_DISABLE | 1);
-        assert_eq!(c.supported_xfam, 0x2e7);
-        assert_eq!(c.cpuid, vec![entry(7, 0, [0, 0xff, 0, 0])]);
+        assert_eq!(
+            (c.tdvmcall_info.kernel_r11, c.tdvmcall_info.kernel_r12),
+            (5, 6)
+        );
         assert!(
             parse_cpuid2(&[9, 0, 0, 0]).is_empty(),
             "nent beyond the buffer"
@@ -495,13 +658,16 @@ mod tests {
     #[test]
     fn init_vm_cpuid_is_what_kvm_supports_within_the_configurable_bits() {
         let configurable = [
-            entry(7, 0, [0, 0x0f, 0, 0]),
-            entry(0x8000_0008, 0, [0xff, 0, 0, 0]),
+            kvm_entry(7, 0, [0, 0x0f, 0, 0]),
+            kvm_entry(0x8000_0008, 0, [0xff, 0, 0, 0]),
         ];
-        let supported = [entry(1, 0, [1, 1, 1, 1]), entry(7, 0, [9, 0x3c, 9, 9])];
+        let supported = [
+            kvm_entry(1, 0, [1, 1, 1, 1]),
+            kvm_entry(7, 0, [9, 0x3c, 9, 9]),
+        ];
         assert_eq!(
             configurable_cpuid(&configurable, &supported),
-            vec![entry(7, 0, [0, 0x0c, 0, 0])]
+            vec![kvm_entry(7, 0, [0, 0x0c, 0, 0])]
         );
     }
 }

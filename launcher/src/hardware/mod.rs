@@ -20,11 +20,12 @@ use std::time::Duration;
 use kvm_ioctls::VcpuFd;
 
 use crate::cvm::OpsError;
-use crate::cvm::exits::QuoteService;
+use crate::cvm::exits::{self, QuoteService};
+use crate::cvm::tdx::TdVmCallInfo;
 use crate::devices::PioBus;
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::serial::{COM1_BASE, COM1_LEN, SerialPort};
-use crate::kvm::confidential::{ConfidentialVm, CvmVmError};
+use crate::kvm::confidential::{ConfidentialVm, CvmFds, CvmVmError};
 use crate::kvm::vm::InternalError;
 use crate::vmm::{GuestFaults, GuestStop};
 use vcpu_loop::{Shared, run_vcpus};
@@ -128,10 +129,33 @@ pub enum HwError {
 /// The SEV firmware device.
 pub const SEV_DEVICE: &str = "/dev/sev";
 
+/// Adding guest memory: a [`ConfidentialVm`] (the KVM model in tests).
+trait GuestMemory {
+    /// Adds a guest_memfd-backed slot of `len` bytes at `gpa`.
+    fn add_slot(&mut self, gpa: u64, len: usize) -> Result<(), HwError>;
+    /// Runs `f` on the VM's memory attributes.
+    fn with_attributes<R>(&mut self, f: impl FnOnce(&mut dyn exits::MemoryOps) -> R) -> R;
+}
+
+impl GuestMemory for ConfidentialVm {
+    fn add_slot(&mut self, gpa: u64, len: usize) -> Result<(), HwError> {
+        Ok(self.add_ram(gpa, len, 0)?)
+    }
+
+    fn with_attributes<R>(&mut self, f: impl FnOnce(&mut dyn exits::MemoryOps) -> R) -> R {
+        f(&mut CvmFds {
+            vm: self,
+            vcpus: &[],
+        })
+    }
+}
+
 /// Step "memory" of both backends: guest RAM from GPA 0 and, when `firmware_len > 0`, a slot for
-/// the firmware ending at `firmware_gpa + firmware_len` (4 GiB); both guest_memfd-backed.
+/// the firmware ending at `firmware_gpa + firmware_len` (4 GiB); both guest_memfd-backed and
+/// private from the start, as QEMU marks guest_memfd slots when it adds them (so the guest's
+/// first private touch of a page costs no memory-fault exit).
 fn add_memory(
-    vm: &mut ConfidentialVm,
+    vm: &mut impl GuestMemory,
     low_ram_bytes: usize,
     firmware_gpa: u64,
     firmware_len: u64,
@@ -141,10 +165,17 @@ fn add_memory(
             "--memory of {low_ram_bytes:#x} bytes would overlap the firmware at {firmware_gpa:#x}"
         )));
     }
-    vm.add_ram(0, low_ram_bytes, 0)?;
+    let mut slots = vec![(0, low_ram_bytes)];
     if firmware_len > 0 {
-        let len = usize::try_from(firmware_len).unwrap_or(usize::MAX);
-        vm.add_ram(firmware_gpa, len, 0)?;
+        slots.push((
+            firmware_gpa,
+            usize::try_from(firmware_len).unwrap_or(usize::MAX),
+        ));
+    }
+    for (gpa, len) in slots {
+        vm.add_slot(gpa, len)?;
+        let pages = (len as u64).div_ceil(4096) * 4096;
+        vm.with_attributes(|m| exits::convert(m, gpa, pages, true))?;
     }
     Ok(())
 }
@@ -171,6 +202,7 @@ fn start_guest<W: Write + Send + 'static>(
     vcpus: Vec<VcpuFd>,
     console: W,
     quote: Arc<dyn QuoteService + Send + Sync>,
+    tdvmcall: TdVmCallInfo,
     timeout: Option<Duration>,
 ) -> Result<HwOutcome, HwError> {
     let mut bus = PioBus::default();
@@ -183,6 +215,7 @@ fn start_guest<W: Write + Send + 'static>(
         bus: Arc::new(Mutex::new(bus)),
         reset,
         quote,
+        tdvmcall,
     };
     run_vcpus(vcpus, &shared, timeout)
 }
@@ -194,6 +227,7 @@ impl HwError {
         matches!(
             self,
             Self::Layout(_)
+                | Self::Launch(OpsError::CpuidPage(_))
                 | Self::Vm(
                     CvmVmError::OpenKvm(_)
                         | CvmVmError::CreateVm { .. }
@@ -208,6 +242,7 @@ impl HwError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cvm::kvm_model::{KvmModel, SnpFirmware};
 
     #[test]
     fn host_and_input_errors_are_told_apart_from_vm_failures() {
@@ -220,7 +255,31 @@ mod tests {
             .nothing_started()
         );
         assert!(!HwError::Launch(OpsError::NoProgress("x")).nothing_started());
+        let too_many = crate::snp::cpuid_page::TooManyFunctions(65);
+        assert!(HwError::Launch(OpsError::CpuidPage(too_many)).nothing_started());
         assert!(!HwError::Timeout(1).nothing_started());
+    }
+
+    impl GuestMemory for KvmModel {
+        fn add_slot(&mut self, gpa: u64, len: usize) -> Result<(), HwError> {
+            self.add_ram(gpa, len as u64);
+            Ok(())
+        }
+
+        fn with_attributes<R>(&mut self, f: impl FnOnce(&mut dyn exits::MemoryOps) -> R) -> R {
+            f(self)
+        }
+    }
+
+    #[test]
+    fn guest_ram_is_private_from_the_start() {
+        let mut kvm = KvmModel::snp(SnpFirmware::default());
+        let fw = (0xffc0_0000, 0x40_0000);
+        add_memory(&mut kvm, 0x100_0000, fw.0, fw.1).unwrap();
+        for gpa in [0, 0x7000, 0xff_f000, fw.0, 0xffff_f000] {
+            assert!(kvm.is_private(gpa), "{gpa:#x}");
+        }
+        assert!(!kvm.is_private(0x100_0000), "no RAM there");
     }
 
     #[test]

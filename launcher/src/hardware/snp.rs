@@ -1,25 +1,23 @@
 //! `run --tee snp`: a launch plan on a `KVM_X86_SNP_VM`. The vCPUs are put in the state of the
-//! plan's VMSA pages before SNP_LAUNCH_FINISH, where KVM builds and measures the VMSAs from it,
-//! so the guest's launch digest is the one `measure` prints for the same inputs.
+//! plan's VMSA pages before SNP_LAUNCH_FINISH, where KVM builds and measures the VMSAs from it
+//! ([`crate::cvm::snp::launch`]), so the guest's launch digest is the one `measure` prints for the
+//! same inputs, for each `--vmm-type`: the VMSAs are the ones QEMU, EC2 or GCE would have.
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use kvm_ioctls::VcpuFd;
-
 use super::{HwError, HwOutcome, HwRunConfig, SEV_DEVICE, add_memory, in_memory, start_guest};
 use crate::cvm::quote::NoQuoteService;
 use crate::cvm::snp::{self as sequence, SnpLaunchParams};
-use crate::kvm::confidential::{ConfidentialVm, CvmFds, CvmVmError, SNP_VM};
-use crate::kvm::vm::{set_long_mode_state, set_reset_state};
-use crate::plan::{BootEntry, LaunchPlan, LaunchUpdate};
-use crate::snp::cpuid_page::cpuid_page;
-use crate::snp::digest::PageType;
-use crate::snp::vmsa;
+use crate::cvm::tdx::TdVmCallInfo;
+use crate::kvm::confidential::{ConfidentialVm, CvmFds, SNP_VM};
+use crate::plan::{LaunchPlan, LaunchUpdate};
+use crate::snp::cpuid_page::snp_cpuid;
 
-/// Launches `plan` as an SNP guest with `launch` (its CPUID page, if the plan has one, is built
-/// here from the CPUID the vCPUs get) and runs it with COM1 on `console` until it stops.
+/// Launches `plan` as an SNP guest with `launch` (the vCPUs and the plan's CPUID page get the
+/// host's CPUID without the bits SNP firmware refuses) and runs it with COM1 on `console` until
+/// it stops.
 pub fn run<W: Write + Send + 'static>(
     plan: &LaunchPlan,
     launch: SnpLaunchParams,
@@ -40,50 +38,37 @@ pub fn run<W: Write + Send + 'static>(
             vcpus: &[],
         },
     )?;
-    // Step 2: memory (guest_memfd + shared mapping; everything starts shared).
+    // Step 2: memory (guest_memfd + shared mapping; private from the start).
     add_memory(
         &mut vm,
         cfg.low_ram_bytes,
         plan.firmware_gpa,
         plan.firmware_len,
     )?;
-    // Step 3: vCPUs with the host's CPUID, in the plan's initial state.
-    let cpuid = vm.supported_cpuid()?;
+    // Step 3: vCPUs. Step 4: their CPUID and registers (the state of the plan's VMSAs), then the
+    // launch: LAUNCH_START, LAUNCH_UPDATE (ranges made private first), FINISH.
+    let cpuid = snp_cpuid(&vm.supported_cpuid()?);
     let vcpus = (0..u64::from(plan.vcpus))
         .map(|id| vm.create_vcpu(id))
         .collect::<Result<Vec<_>, _>>()?;
-    for v in &vcpus {
-        vm.set_cpuid(v, &cpuid)?;
-    }
-    set_initial_state(plan, &vcpus)?;
-    // Step 4: the launch: LAUNCH_START, LAUNCH_UPDATE (ranges made private first), FINISH.
-    let has_cpuid_page = plan.updates.iter().any(|u| {
-        matches!(
-            u,
-            LaunchUpdate::Empty {
-                page_type: PageType::CPUID,
-                ..
-            }
-        )
-    });
-    let params = SnpLaunchParams {
-        cpuid_page: if has_cpuid_page {
-            Some(cpuid_page(&cpuid).map_err(|e| HwError::Layout(e.to_string()))?)
-        } else {
-            None
-        },
-        ..launch
-    };
     sequence::launch(
         plan,
-        &params,
+        &launch,
+        &cpuid,
         &mut CvmFds {
             vm: &vm,
             vcpus: &vcpus,
         },
     )?;
     // Step 5: devices. Step 6: the vCPU threads.
-    start_guest(vm, vcpus, console, Arc::new(NoQuoteService), cfg.timeout)
+    start_guest(
+        vm,
+        vcpus,
+        console,
+        Arc::new(NoQuoteService),
+        TdVmCallInfo::default(),
+        cfg.timeout,
+    )
 }
 
 /// Every update of the plan must land in guest memory.
@@ -105,27 +90,6 @@ fn check_layout(plan: &LaunchPlan, cfg: &HwRunConfig) -> Result<(), HwError> {
                 "the plan places {len:#x} bytes at GPA {gpa:#x}, outside guest RAM (raise --memory)"
             )));
         }
-    }
-    Ok(())
-}
-
-/// Puts each vCPU in the state its VMSA page describes: the BSP at the reset vector or a direct
-/// boot's long-mode entry, the APs at their reset address.
-fn set_initial_state(plan: &LaunchPlan, vcpus: &[VcpuFd]) -> Result<(), HwError> {
-    for u in &plan.updates {
-        let LaunchUpdate::Vmsa { vcpu, eip, page } = u else {
-            continue;
-        };
-        let Some(fd) = vcpus.get(*vcpu as usize) else {
-            return Err(HwError::Layout(format!(
-                "the plan has a VMSA for vCPU {vcpu}, which does not exist"
-            )));
-        };
-        match (vcpu, plan.entry) {
-            (0, BootEntry::LongMode(e)) => set_long_mode_state(fd, &e),
-            _ => set_reset_state(fd, *eip, vmsa::rdx(page)),
-        }
-        .map_err(CvmVmError::from)?;
     }
     Ok(())
 }

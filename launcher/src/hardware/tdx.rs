@@ -1,9 +1,12 @@
 //! `run --tee tdx`: a TDVF firmware image on a `KVM_X86_TDX_VM`: TD parameters from
-//! KVM_TDX_CAPABILITIES, INIT_VM, vCPUs with INIT_VCPU and the TD's CPUID, the TDVF sections added
+//! KVM_TDX_CAPABILITIES, INIT_VM, vCPUs with the TD's CPUID then INIT_VCPU, the TDVF sections added
 //! (and measured where the metadata says so, giving the MRTD `measure --tee tdx` prints),
-//! FINALIZE_VM; GetQuote goes to the quote service.
+//! FINALIZE_VM; GetQuote goes to the quote service, GetTdVmCallInfo is answered from the
+//! capabilities.
 //!
-//! The TD HOB section is given a HOB list describing guest RAM ([`crate::tdx::td_hob`]).
+//! The TD HOB section is given a HOB list describing guest RAM as QEMU's (`tdvf_hob_create`,
+//! hw/i386/tdvf-hob.c): the TD_HOB and TEMP_MEM sections accepted, the rest unaccepted
+//! ([`crate::tdx::td_hob`]).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -14,8 +17,8 @@ use crate::cvm::tdx::{self as sequence, ATTR_SEPT_VE_DISABLE, TdxLaunchParams};
 use crate::kvm::confidential::{ConfidentialVm, CvmFds, TDX_VM};
 use crate::ovmf::OvmfInfo;
 use crate::plan::{FOUR_GIB, MAX_FIRMWARE_LEN};
-use crate::tdx::td_hob::td_hob;
-use crate::tdx::tdvf::{self, ATTR_PAGE_AUG, TdvfSectionType};
+use crate::tdx::td_hob::{accepted, td_hob};
+use crate::tdx::tdvf::{self, TdvfSectionType};
 
 /// What the host chooses for a TD besides its firmware.
 #[derive(Clone, Debug)]
@@ -64,16 +67,11 @@ pub fn run<W: Write + Send + 'static>(
         .iter()
         .find(|s| s.kind == TdvfSectionType::TD_HOB)
         .ok_or_else(|| HwError::Layout("the TDVF metadata has no TD_HOB section".into()))?;
-    let accepted: Vec<(u64, u64)> = sections
-        .iter()
-        .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
-        .map(|s| (s.memory_address, s.memory_data_size))
-        .collect();
     let hob_list = td_hob(
         hob.memory_address,
         hob.memory_data_size,
         cfg.low_ram_bytes as u64,
-        &accepted,
+        &accepted(&sections),
     )
     .map_err(|e| HwError::Layout(e.to_string()))?;
     // Step 1: the VM, the exits and interrupt model (TDX requires a split irqchip).
@@ -101,13 +99,13 @@ pub fn run<W: Write + Send + 'static>(
             vcpus: &[],
         },
     )?;
-    // Step 3: memory.
+    // Step 3: memory (private from the start).
     add_memory(&mut vm, cfg.low_ram_bytes, fw_gpa, fw_len)?;
-    // Step 4: vCPUs: INIT_VCPU, then the CPUID the TDX module virtualizes.
+    // Step 4: vCPUs: the CPUID the TDX module virtualizes, then INIT_VCPU.
     let vcpus = (0..u64::from(p.vcpus))
         .map(|id| vm.create_vcpu(id))
         .collect::<Result<Vec<_>, _>>()?;
-    let cpuids = sequence::init_vcpus(
+    sequence::init_vcpus(
         &sections,
         p.vcpus,
         &mut CvmFds {
@@ -115,9 +113,6 @@ pub fn run<W: Write + Send + 'static>(
             vcpus: &vcpus,
         },
     )?;
-    for (v, c) in vcpus.iter().zip(&cpuids) {
-        vm.set_cpuid(v, c)?;
-    }
     // Step 5: the TDVF sections (made private first), then FINALIZE_VM.
     sequence::init_memory_and_finalize(
         image,
@@ -129,5 +124,5 @@ pub fn run<W: Write + Send + 'static>(
         },
     )?;
     // Step 6: devices. Step 7: the vCPU threads.
-    start_guest(vm, vcpus, console, quote, cfg.timeout)
+    start_guest(vm, vcpus, console, quote, caps.tdvmcall_info, cfg.timeout)
 }

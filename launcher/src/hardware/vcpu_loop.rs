@@ -1,7 +1,7 @@
 //! The vCPU threads of a confidential VM: each runs `KVM_RUN` until its guest stops and hands the
 //! exits a confidential guest needs to [`crate::cvm::exits`]: port I/O to the device bus,
 //! `KVM_HC_MAP_GPA_RANGE` and `KVM_EXIT_MEMORY_FAULT` to private↔shared conversions, TDX
-//! GetQuote to the quote service. The first vCPU that stops ends the run; the others are left in
+//! GetQuote to the quote service, TDX GetTdVmCallInfo leaf 1 from the TDX capabilities. The first vCPU that stops ends the run; the others are left in
 //! `KVM_RUN` and end with the process.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,9 +15,14 @@ use kvm_bindings::{
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::{HwError, HwOutcome};
-use crate::cvm::exits::{self, KVM_HC_MAP_GPA_RANGE, QuoteService, TDVMCALL_GET_QUOTE};
+use crate::cvm::exits::{
+    self, KVM_HC_MAP_GPA_RANGE, QuoteService, TDVMCALL_GET_QUOTE, TDVMCALL_GET_TD_VM_CALL_INFO,
+};
+use crate::cvm::tdx::TdVmCallInfo;
 use crate::devices::PioBus;
-use crate::kvm::confidential::{ConfidentialVm, CvmFds, KVM_EXIT_TDX, set_tdx_ret, tdx_exit};
+use crate::kvm::confidential::{
+    ConfidentialVm, CvmFds, KVM_EXIT_TDX, set_tdvmcall_info, set_tdx_ret, tdx_exit,
+};
 use crate::kvm::vm::internal_error;
 use crate::vmm::{GuestFaults, GuestStop, io_exit};
 
@@ -37,6 +42,8 @@ pub struct Shared {
     pub reset: Arc<AtomicBool>,
     /// Who answers TDX GetQuote.
     pub quote: Arc<dyn QuoteService + Send + Sync>,
+    /// The TDVMCALLs TDX GetTdVmCallInfo reports (KVM_TDX_CAPABILITIES; zero for SNP).
+    pub tdvmcall: TdVmCallInfo,
 }
 
 /// Runs every vCPU on its own thread until one stops (or `timeout` passes).
@@ -122,12 +129,19 @@ fn run_one(id: u64, mut vcpu: VcpuFd, sh: &Shared) -> Result<HwOutcome, HwError>
                 }
                 VcpuExit::Unsupported(KVM_EXIT_TDX) => {
                     let e = tdx_exit(&mut vcpu);
-                    if e.nr == TDVMCALL_GET_QUOTE {
-                        let ret = exits::get_quote(&mut mem, sh.quote.as_ref(), e.gpa, e.size);
-                        set_tdx_ret(&mut vcpu, ret);
-                    } else {
+                    match e.nr {
+                        TDVMCALL_GET_QUOTE => {
+                            let ret = exits::get_quote(&mut mem, sh.quote.as_ref(), e.gpa, e.size);
+                            set_tdx_ret(&mut vcpu, ret);
+                        }
+                        // KVM preset success and zeros; the leaf is in `gpa`'s place.
+                        TDVMCALL_GET_TD_VM_CALL_INFO => {
+                            if let Some(r) = exits::tdvmcall_info(e.gpa, &sh.tdvmcall) {
+                                set_tdvmcall_info(&mut vcpu, &r);
+                            }
+                        }
                         // KVM preset the return code; the TDVMCALL completes with it.
-                        faults.unexpected_exits += 1;
+                        _ => faults.unexpected_exits += 1,
                     }
                     None
                 }

@@ -15,8 +15,9 @@ use std::path::Path;
 
 use kvm_bindings::{
     CpuId, KVM_CAP_EXIT_HYPERCALL, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES,
-    KVM_MEM_GUEST_MEMFD, kvm_cpuid_entry2, kvm_create_guest_memfd, kvm_enable_cap,
-    kvm_memory_attributes, kvm_sev_cmd, kvm_userspace_memory_region2,
+    KVM_MEM_GUEST_MEMFD, Msrs, kvm_cpuid_entry2, kvm_create_guest_memfd, kvm_enable_cap, kvm_fpu,
+    kvm_memory_attributes, kvm_msr_entry, kvm_regs, kvm_sev_cmd, kvm_sregs,
+    kvm_userspace_memory_region2, kvm_xcrs,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vmm_sys_util::ioctl::ioctl_with_mut_ref;
@@ -25,7 +26,8 @@ use super::vm::{GuestRam, VmError};
 use crate::cvm::cpuid::{self, CPUID_ENTRY_LEN};
 use crate::cvm::exits::{KVM_HC_MAP_GPA_RANGE, MemoryOps};
 use crate::cvm::tdx::KvmTdxCmd;
-use crate::cvm::{CvmOps, OpsError, TdxData, snp, tdx};
+use crate::cvm::vcpu::VcpuOps;
+use crate::cvm::{AlignedPages, CvmOps, OpsError, TdxData, get_u64, snp, tdx, within};
 
 /// `KVM_X86_DEFAULT_VM`: a plain VM (no private memory; used by the tests on hosts without SNP/TDX).
 pub const DEFAULT_VM: u32 = kvm_bindings::KVM_X86_DEFAULT_VM;
@@ -254,20 +256,6 @@ impl ConfidentialVm {
         Ok(cpuid.as_slice().iter().map(entry_bytes).collect())
     }
 
-    /// `KVM_SET_CPUID2` on `vcpu` with `entries` (`kvm_cpuid_entry2` bytes).
-    pub fn set_cpuid(
-        &self,
-        vcpu: &VcpuFd,
-        entries: &[[u8; CPUID_ENTRY_LEN]],
-    ) -> Result<(), CvmVmError> {
-        let list: Vec<kvm_cpuid_entry2> = entries.iter().map(entry_from_bytes).collect();
-        let cpuid = CpuId::from_entries(&list).map_err(|_| {
-            CvmVmError::Vm(VmError::Cpuid(vmm_sys_util::errno::Error::new(libc::E2BIG)))
-        })?;
-        vcpu.set_cpuid2(&cpuid)
-            .map_err(|e| CvmVmError::Vm(VmError::Cpuid(e)))
-    }
-
     /// The region holding all of `[gpa, gpa + len)` and the offset of `gpa` in it.
     fn shared_at(&self, gpa: u64, len: usize) -> Result<(&PrivateRam, usize), OpsError> {
         let bad = OpsError::BadRange {
@@ -318,6 +306,23 @@ fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+impl CvmFds<'_> {
+    fn vcpu(&self, vcpu: u32) -> Result<&VcpuFd, OpsError> {
+        self.vcpus
+            .get(vcpu as usize)
+            .ok_or(OpsError::Missing("a vCPU for a vCPU-level command"))
+    }
+}
+
+/// The error of vCPU ioctl `what`.
+fn vcpu_error(what: &'static str) -> impl Fn(vmm_sys_util::errno::Error) -> OpsError {
+    move |e| OpsError::Ioctl {
+        what,
+        errno: e.errno(),
+        fw_error: 0,
+    }
+}
+
 impl CvmOps for CvmFds<'_> {
     fn sev_op(&mut self, id: u32, payload: &mut [u8]) -> Result<(), OpsError> {
         let mut cmd = kvm_sev_cmd {
@@ -340,6 +345,24 @@ impl CvmOps for CvmFds<'_> {
                 errno: e.errno(),
                 fw_error: u64::from(cmd.error),
             })
+    }
+
+    fn snp_launch_update(
+        &mut self,
+        payload: &mut [u8; 64],
+        source: Option<&mut AlignedPages>,
+    ) -> Result<(), OpsError> {
+        // The kernel reads (and may write) `len` bytes at `uaddr`: they must be `source`'s.
+        let (uaddr, len) = (get_u64(payload, 8), get_u64(payload, 16));
+        if let Some(pages) = &source
+            && !within(pages, uaddr, len)
+        {
+            return Err(OpsError::BadRange {
+                gpa: uaddr,
+                size: len,
+            });
+        }
+        self.sev_op(snp::SNP_LAUNCH_UPDATE, payload)
     }
 
     fn tdx_vm_op(&mut self, id: u32, flags: u32, payload: &mut [u8]) -> Result<(), OpsError> {
@@ -374,10 +397,7 @@ impl CvmOps for CvmFds<'_> {
         data: TdxData<'_>,
     ) -> Result<(), OpsError> {
         let what = tdx::command_name(id);
-        let fd = self
-            .vcpus
-            .get(vcpu as usize)
-            .ok_or(OpsError::Missing("a vCPU for a vCPU-level TDX command"))?;
+        let fd = self.vcpu(vcpu)?;
         let mut cmd = KvmTdxCmd {
             id,
             flags,
@@ -390,7 +410,8 @@ impl CvmOps for CvmFds<'_> {
         // SAFETY: `fd` is an open vCPU fd; KVM_MEMORY_ENCRYPT_OP reads and writes one
         // `struct kvm_tdx_cmd` (our `#[repr(C)]` copy, exclusively borrowed); `data` is a value
         // (INIT_VCPU) or points to bytes exclusively borrowed for the call and sized by cvm::tdx
-        // to the command's struct (INIT_MEM_REGION: 24 bytes; GET_CPUID: header plus nent entries).
+        // to the command's struct (INIT_MEM_REGION: 24 bytes whose source range
+        // `tdx_init_mem_region` checked; GET_CPUID: header plus nent entries).
         let ret = unsafe { ioctl_with_mut_ref(fd, KVM_MEMORY_ENCRYPT_OP(), &mut cmd) };
         if ret == 0 {
             Ok(())
@@ -400,6 +421,105 @@ impl CvmOps for CvmFds<'_> {
                 errno: last_errno(),
                 fw_error: cmd.hw_error,
             })
+        }
+    }
+
+    fn tdx_init_mem_region(
+        &mut self,
+        vcpu: u32,
+        flags: u32,
+        region: &mut [u8; 24],
+        source: &AlignedPages,
+    ) -> Result<(), OpsError> {
+        // The kernel reads `nr_pages` pages at `source_addr`: they must be `source`'s.
+        let (src, pages) = (get_u64(region, 0), get_u64(region, 16));
+        if !pages
+            .checked_mul(4096)
+            .is_some_and(|len| within(source, src, len))
+        {
+            return Err(OpsError::BadRange {
+                gpa: src,
+                size: pages,
+            });
+        }
+        self.tdx_vcpu_op(
+            vcpu,
+            tdx::KVM_TDX_INIT_MEM_REGION,
+            flags,
+            TdxData::Bytes(region),
+        )
+    }
+}
+
+impl VcpuOps for CvmFds<'_> {
+    fn set_cpuid(&mut self, vcpu: u32, entries: &[[u8; CPUID_ENTRY_LEN]]) -> Result<(), OpsError> {
+        let list: Vec<kvm_cpuid_entry2> = entries.iter().map(entry_from_bytes).collect();
+        let cpuid = CpuId::from_entries(&list).map_err(|_| OpsError::Ioctl {
+            what: "KVM_SET_CPUID2",
+            errno: libc::E2BIG,
+            fw_error: 0,
+        })?;
+        self.vcpu(vcpu)?
+            .set_cpuid2(&cpuid)
+            .map_err(vcpu_error("KVM_SET_CPUID2"))
+    }
+
+    fn get_sregs(&mut self, vcpu: u32) -> Result<kvm_sregs, OpsError> {
+        self.vcpu(vcpu)?
+            .get_sregs()
+            .map_err(vcpu_error("KVM_GET_SREGS"))
+    }
+
+    fn set_sregs(&mut self, vcpu: u32, sregs: &kvm_sregs) -> Result<(), OpsError> {
+        self.vcpu(vcpu)?
+            .set_sregs(sregs)
+            .map_err(vcpu_error("KVM_SET_SREGS"))
+    }
+
+    fn set_regs(&mut self, vcpu: u32, regs: &kvm_regs) -> Result<(), OpsError> {
+        self.vcpu(vcpu)?
+            .set_regs(regs)
+            .map_err(vcpu_error("KVM_SET_REGS"))
+    }
+
+    fn set_fpu(&mut self, vcpu: u32, fpu: &kvm_fpu) -> Result<(), OpsError> {
+        self.vcpu(vcpu)?
+            .set_fpu(fpu)
+            .map_err(vcpu_error("KVM_SET_FPU"))
+    }
+
+    fn set_xcr0(&mut self, vcpu: u32, xcr0: u64) -> Result<(), OpsError> {
+        let mut xcrs = kvm_xcrs {
+            nr_xcrs: 1,
+            ..kvm_xcrs::default()
+        };
+        xcrs.xcrs[0].xcr = 0;
+        xcrs.xcrs[0].value = xcr0;
+        self.vcpu(vcpu)?
+            .set_xcrs(&xcrs)
+            .map_err(vcpu_error("KVM_SET_XCRS"))
+    }
+
+    fn set_msr(&mut self, vcpu: u32, index: u32, value: u64) -> Result<(), OpsError> {
+        let msrs = Msrs::from_entries(&[kvm_msr_entry {
+            index,
+            data: value,
+            ..kvm_msr_entry::default()
+        }])
+        .map_err(|_| OpsError::Ioctl {
+            what: "KVM_SET_MSRS",
+            errno: libc::E2BIG,
+            fw_error: 0,
+        })?;
+        // KVM_SET_MSRS returns how many MSRs it set; it stops at the first it refuses.
+        match self.vcpu(vcpu)?.set_msrs(&msrs) {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(OpsError::Ioctl {
+                what: "KVM_SET_MSRS",
+                errno: libc::EINVAL,
+                fw_error: 0,
+            }),
+            Err(e) => Err(vcpu_error("KVM_SET_MSRS")(e)),
         }
     }
 }
@@ -453,18 +573,20 @@ impl MemoryOps for CvmFds<'_> {
 pub struct TdxExit {
     /// `nr`: the TDVMCALL sub-function.
     pub nr: u64,
-    /// `get_quote.gpa` (the first argument for other sub-functions).
+    /// `get_quote.gpa`, `get_tdvmcall_info.leaf` (the first argument of every sub-function).
     pub gpa: u64,
     /// `get_quote.size`.
     pub size: u64,
 }
 
 /// Offsets in the `kvm_run` exit union of `struct { u64 flags, nr; union { struct { u64 ret,
-/// gpa, size; } get_quote; ... } } tdx`.
+/// gpa, size; } get_quote; struct { u64 ret, leaf, r11, r12, r13, r14; } get_tdvmcall_info;
+/// ... } } tdx` (include/uapi/linux/kvm.h).
 const TDX_NR: usize = 8;
 const TDX_RET: usize = 16;
 const TDX_GPA: usize = 24;
 const TDX_SIZE: usize = 32;
+const TDX_INFO_R11: usize = 32;
 
 /// Reads `kvm_run.tdx` of `vcpu`; call only right after `KVM_RUN` returned `KVM_EXIT_TDX`.
 pub fn tdx_exit(vcpu: &mut VcpuFd) -> TdxExit {
@@ -486,22 +608,29 @@ pub fn tdx_exit(vcpu: &mut VcpuFd) -> TdxExit {
     }
 }
 
-/// Sets `kvm_run.tdx.<sub-function>.ret` of `vcpu`, copied to the guest's R10 on the next `KVM_RUN`.
-pub fn set_tdx_ret(vcpu: &mut VcpuFd, ret: u64) {
+/// Writes `words` at byte `at` of the `kvm_run` exit union of `vcpu`.
+fn write_tdx(vcpu: &mut VcpuFd, at: usize, words: &[u64]) {
     let run = vcpu.get_kvm_run();
+    let bytes = words.iter().flat_map(|w| w.to_le_bytes());
     // SAFETY: as in `tdx_exit`: the union is read and written as its plain byte array, and only
-    // the `ret` word of the `tdx` member KVM filled is changed.
+    // words of the `tdx` member KVM filled are changed (`at` and `words` stay inside the
+    // 256-byte union: `zip` stops at its end).
     unsafe {
-        for (d, s) in run
-            .__bindgen_anon_1
-            .padding
-            .iter_mut()
-            .skip(TDX_RET)
-            .zip(ret.to_le_bytes())
-        {
+        for (d, s) in run.__bindgen_anon_1.padding.iter_mut().skip(at).zip(bytes) {
             *d = s as std::os::raw::c_char;
         }
     }
+}
+
+/// Sets `kvm_run.tdx.<sub-function>.ret` of `vcpu`, copied to the guest's R10 on the next `KVM_RUN`.
+pub fn set_tdx_ret(vcpu: &mut VcpuFd, ret: u64) {
+    write_tdx(vcpu, TDX_RET, &[ret]);
+}
+
+/// Sets `kvm_run.tdx.get_tdvmcall_info.r11..r14` of `vcpu`, copied to the guest's R11..R14 on the
+/// next `KVM_RUN` (`tdx_complete_get_td_vm_call_info`).
+pub fn set_tdvmcall_info(vcpu: &mut VcpuFd, r11_r14: &[u64; 4]) {
+    write_tdx(vcpu, TDX_INFO_R11, r11_r14);
 }
 
 #[cfg(test)]
@@ -576,7 +705,7 @@ mod tests {
         );
         assert_eq!(
             fds.tdx_vcpu_op(5, tdx::KVM_TDX_INIT_VCPU, 0, TdxData::Value(0)),
-            Err(OpsError::Missing("a vCPU for a vCPU-level TDX command"))
+            Err(OpsError::Missing("a vCPU for a vCPU-level command"))
         );
     }
 

@@ -2,7 +2,8 @@
 //! `KVM_CREATE_VM`, `KVM_SET_USER_MEMORY_REGION`, `KVM_CREATE_VCPU`, `KVM_SET_REGS`/`SREGS`).
 
 use kvm_bindings::{
-    KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_pit_config, kvm_segment, kvm_userspace_memory_region,
+    KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_pit_config, kvm_regs, kvm_segment,
+    kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
@@ -283,8 +284,10 @@ pub fn set_reset_state(vcpu: &VcpuFd, eip: u32, rdx: u64) -> Result<(), VmError>
     })
 }
 
-/// Puts `vcpu` in the long-mode state `e` (what [`crate::snp::vmsa::build_long_mode`] measures):
-/// paging with CR3 = `e.cr3`, flat segments, RIP, RSI, RSP; x87 and SSE in their reset state.
+/// Puts `vcpu` of the `sim` backend in the long-mode state `e` (what
+/// [`crate::snp::vmsa::build_long_mode`] measures): paging with CR3 = `e.cr3`, flat segments,
+/// RIP, RSI, RSP, the other GPRs zero; x87 and SSE in their reset state. (The `snp` backend
+/// sets its vCPUs from the VMSA pages themselves: [`crate::cvm::vcpu`].)
 pub fn set_long_mode_state(vcpu: &VcpuFd, e: &LongModeEntry) -> Result<(), VmError> {
     let mut sregs = vcpu.get_sregs().map_err(|source| VmError::Registers {
         what: "get special",
@@ -335,15 +338,14 @@ pub fn set_long_mode_state(vcpu: &VcpuFd, e: &LongModeEntry) -> Result<(), VmErr
         what: "set FPU",
         source,
     })?;
-    let mut regs = vcpu.get_regs().map_err(|source| VmError::Registers {
-        what: "get general",
-        source,
-    })?;
-    regs.rip = e.rip;
-    regs.rsi = e.rsi;
-    regs.rsp = e.rsp;
-    regs.rbp = e.rsp;
-    regs.rflags = 0x2;
+    // Every other GPR zero, as in the long-mode VMSA (not KVM's reset RDX).
+    let regs = kvm_regs {
+        rip: e.rip,
+        rsi: e.rsi,
+        rsp: e.rsp,
+        rflags: 0x2,
+        ..kvm_regs::default()
+    };
     vcpu.set_regs(&regs).map_err(|source| VmError::Registers {
         what: "set general",
         source,

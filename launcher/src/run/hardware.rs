@@ -133,7 +133,6 @@ pub fn hardware_args(a: RunArgs) -> Result<HwRunArgs, RunCliError> {
         let launch = SnpLaunchParams {
             policy: parse_policy(a.policy.as_deref())?,
             host_data: hex_or_zero(a.host_data.as_deref(), RunCliError::HostData)?,
-            cpuid_page: None,
             id,
         };
         HwBoot::Snp { boot, launch }

@@ -38,33 +38,123 @@ impl VmmType {
 /// Reset address of the bootstrap processor.
 pub const BSP_RESET_EIP: u32 = 0xffff_fff0;
 
-// Offsets in the save area (APM Vol. 2 Table B-4).
-const ES: usize = 0x000;
-const CS: usize = 0x010;
-const SS: usize = 0x020;
-const DS: usize = 0x030;
-const FS: usize = 0x040;
-const GS: usize = 0x050;
-const GDTR: usize = 0x060;
-const LDTR: usize = 0x070;
-const IDTR: usize = 0x080;
-const TR: usize = 0x090;
-const EFER: usize = 0x0d0;
-const CR4: usize = 0x148;
-const CR3: usize = 0x150;
-const CR0: usize = 0x158;
-const DR7: usize = 0x160;
-const DR6: usize = 0x168;
-const RFLAGS: usize = 0x170;
-const RIP: usize = 0x178;
-const RSP: usize = 0x1d8;
-const G_PAT: usize = 0x268;
-const RDX: usize = 0x310;
-const RSI: usize = 0x330;
-const SEV_FEATURES: usize = 0x3b0;
-const XCR0: usize = 0x3e8;
-const MXCSR: usize = 0x408;
-const X87_FCW: usize = 0x410;
+/// Offsets in the save area (AMD APM Vol. 2 Table B-4; Linux `struct sev_es_save_area`,
+/// arch/x86/include/asm/svm.h, whose first 744 bytes share their offsets with the VMCB's
+/// `struct vmcb_save_area`).
+pub mod offset {
+    #![allow(missing_docs)]
+    // Segments: selector u16, attributes u16 (packed, APM §15.5.1), limit u32, base u64.
+    pub const ES: usize = 0x000;
+    pub const CS: usize = 0x010;
+    pub const SS: usize = 0x020;
+    pub const DS: usize = 0x030;
+    pub const FS: usize = 0x040;
+    pub const GS: usize = 0x050;
+    pub const GDTR: usize = 0x060;
+    pub const LDTR: usize = 0x070;
+    pub const IDTR: usize = 0x080;
+    pub const TR: usize = 0x090;
+    pub const CPL: usize = 0x0cb;
+    pub const EFER: usize = 0x0d0;
+    pub const XSS: usize = 0x140;
+    pub const CR4: usize = 0x148;
+    pub const CR3: usize = 0x150;
+    pub const CR0: usize = 0x158;
+    pub const DR7: usize = 0x160;
+    pub const DR6: usize = 0x168;
+    pub const RFLAGS: usize = 0x170;
+    pub const RIP: usize = 0x178;
+    pub const RSP: usize = 0x1d8;
+    pub const RAX: usize = 0x1f8;
+    pub const CR2: usize = 0x240;
+    pub const G_PAT: usize = 0x268;
+    pub const PKRU: usize = 0x2e8;
+    pub const RCX: usize = 0x308;
+    pub const RDX: usize = 0x310;
+    pub const RBX: usize = 0x318;
+    pub const RBP: usize = 0x328;
+    pub const RSI: usize = 0x330;
+    pub const RDI: usize = 0x338;
+    /// R8; R9..R15 follow, 8 bytes apart.
+    pub const R8: usize = 0x340;
+    pub const SEV_FEATURES: usize = 0x3b0;
+    pub const XCR0: usize = 0x3e8;
+    pub const X87_DP: usize = 0x400;
+    pub const MXCSR: usize = 0x408;
+    pub const X87_FTW: usize = 0x40c;
+    pub const X87_FSW: usize = 0x40e;
+    pub const X87_FCW: usize = 0x410;
+    pub const X87_FOP: usize = 0x412;
+    pub const X87_DS: usize = 0x414;
+    pub const X87_CS: usize = 0x416;
+    pub const X87_RIP: usize = 0x418;
+    /// ST0..ST7: bytes 0–7 of each register, 8 bytes apart, then bytes 8–9 of each at +64.
+    pub const FPREG_X87: usize = 0x420;
+    /// XMM0..XMM15, 16 bytes each.
+    pub const FPREG_XMM: usize = 0x470;
+    /// The upper halves of YMM0..YMM15, 16 bytes each.
+    pub const FPREG_YMM: usize = 0x570;
+    /// End of the architectural save area (`sizeof(struct sev_es_save_area)`).
+    pub const END: usize = 0x670;
+    /// Size of the VMCB save area copied into the VMSA (`sizeof(struct vmcb_save_area)`).
+    pub const VMCB_SAVE_LEN: usize = 0x2e8;
+}
+use offset::*;
+
+/// A segment register of the save area (the VMCB's `struct vmcb_seg`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// Selector.
+    pub selector: u16,
+    /// Attributes in the VMCB's packed form: type `[3:0]`, S `[4]`, DPL `[6:5]`, P `[7]`,
+    /// AVL `[8]`, L `[9]`, DB `[10]`, G `[11]`.
+    pub attrib: u16,
+    /// Limit.
+    pub limit: u32,
+    /// Base.
+    pub base: u64,
+}
+
+impl Segment {
+    /// The segment at `at` of `page`.
+    pub fn read(page: &[u8; PAGE_SIZE], at: usize) -> Self {
+        Self {
+            selector: u16_at(page, at),
+            attrib: u16_at(page, at + 2),
+            limit: u32_at(page, at + 4),
+            base: u64_at(page, at + 8),
+        }
+    }
+
+    /// Writes the segment at `at` of `page`.
+    pub fn write(&self, page: &mut [u8; PAGE_SIZE], at: usize) {
+        page[at..at + 2].copy_from_slice(&self.selector.to_le_bytes());
+        page[at + 2..at + 4].copy_from_slice(&self.attrib.to_le_bytes());
+        page[at + 4..at + 8].copy_from_slice(&self.limit.to_le_bytes());
+        page[at + 8..at + 16].copy_from_slice(&self.base.to_le_bytes());
+    }
+}
+
+/// The little-endian `u64` at `at` of `page` (0 past its end).
+pub fn u64_at(page: &[u8; PAGE_SIZE], at: usize) -> u64 {
+    page.get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// The little-endian `u32` at `at` of `page` (0 past its end).
+pub fn u32_at(page: &[u8; PAGE_SIZE], at: usize) -> u32 {
+    page.get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+/// The little-endian `u16` at `at` of `page` (0 past its end).
+pub fn u16_at(page: &[u8; PAGE_SIZE], at: usize) -> u16 {
+    page.get(at..at + 2)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u16::from_le_bytes)
+}
 
 /// The register values that make up one initial VMSA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,10 +177,13 @@ fn put_seg(
     limit: u32,
     base: u64,
 ) {
-    page[at..at + 2].copy_from_slice(&selector.to_le_bytes());
-    page[at + 2..at + 4].copy_from_slice(&attrib.to_le_bytes());
-    page[at + 4..at + 8].copy_from_slice(&limit.to_le_bytes());
-    page[at + 8..at + 16].copy_from_slice(&base.to_le_bytes());
+    Segment {
+        selector,
+        attrib,
+        limit,
+        base,
+    }
+    .write(page, at);
 }
 
 fn put_u64(page: &mut [u8; PAGE_SIZE], at: usize, v: u64) {
@@ -212,9 +305,7 @@ pub fn build_long_mode(e: &LongModeEntry, sev_features: u64, vmm: VmmType) -> Bo
 /// RDX of a VMSA page built by [`build`] (what a plain-KVM vCPU gets so that it starts like the
 /// measured VMSA).
 pub fn rdx(page: &[u8; PAGE_SIZE]) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&page[RDX..RDX + 8]);
-    u64::from_le_bytes(b)
+    u64_at(page, RDX)
 }
 
 #[cfg(test)]

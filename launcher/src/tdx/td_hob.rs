@@ -1,7 +1,12 @@
 //! The TD HOB a VMM hands to TDVF (Intel TDVF Design Guide §4.1 "TD Hand-Off Block"; HOB formats
 //! from the UEFI PI specification, vol. 3 §5): a PHIT header, one resource descriptor per range
 //! of guest RAM — accepted (added with INIT_MEM_REGION) or unaccepted — and an end marker. Its
-//! GPA reaches the BSP in RCX (KVM_TDX_INIT_VCPU). The TD HOB section is not measured.
+//! GPA reaches the BSP in RCX (KVM_TDX_INIT_VCPU). The TD HOB section is not in the MRTD, but
+//! TDVF measures the HOB list into RTMR0, so it is built exactly as QEMU builds it
+//! (hw/i386/tdvf-hob.c, `tdvf_hob_create`): the PHIT's memory top/bottom fields zero (TDVF ignores
+//! them), EfiEndOfHobList the address just past the end marker, the RAM ranges in address order.
+
+use super::tdvf::{TdvfSection, TdvfSectionType};
 
 /// `EFI_HOB_TYPE_HANDOFF`.
 const HOB_HANDOFF: u16 = 0x0001;
@@ -22,14 +27,41 @@ const HANDOFF_LEN: u16 = 56;
 const RESOURCE_LEN: u16 = 48;
 const END_LEN: u16 = 8;
 
-/// The HOB list did not fit its section.
+/// Why no HOB list could be built.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
-#[error("the TD HOB needs {need} bytes but its TDVF section has {have}")]
-pub struct HobTooLarge {
-    /// Bytes needed.
-    pub need: u64,
-    /// Section size.
-    pub have: u64,
+#[non_exhaustive]
+pub enum TdHobError {
+    /// The HOB list did not fit its section.
+    #[error("the TD HOB needs {need} bytes but its TDVF section has {have}")]
+    TooLarge {
+        /// Bytes needed.
+        need: u64,
+        /// Section size.
+        have: u64,
+    },
+    /// A range to accept is not guest RAM (QEMU's `tdx_accept_ram_range` refuses it too).
+    #[error(
+        "the TDVF section at {gpa:#x} size {len:#x} must lie in guest RAM (below {ram:#x}): raise --memory"
+    )]
+    OutsideRam {
+        /// Start.
+        gpa: u64,
+        /// Length.
+        len: u64,
+        /// End of guest RAM.
+        ram: u64,
+    },
+}
+
+/// The ranges QEMU accepts as RAM before it builds the HOB (`tdx_finalize_vm`,
+/// target/i386/kvm/tdx.c): the TD_HOB and TEMP_MEM sections; the firmware volumes are not RAM and
+/// PERM_MEM is accepted by TDVF later.
+pub fn accepted(sections: &[TdvfSection]) -> Vec<(u64, u64)> {
+    sections
+        .iter()
+        .filter(|s| matches!(s.kind, TdvfSectionType::TD_HOB | TdvfSectionType::TEMP_MEM))
+        .map(|s| (s.memory_address, s.memory_data_size))
+        .collect()
 }
 
 fn header(b: &mut Vec<u8>, kind: u16, len: u16) {
@@ -48,18 +80,28 @@ fn resource(b: &mut Vec<u8>, kind: u32, start: u64, len: u64) {
 }
 
 /// The HOB list for a TD with `ram_bytes` of RAM from GPA 0, of which the `accepted` ranges
-/// (GPA, length) were added with INIT_MEM_REGION; placed in the TD HOB section at `hob_gpa` of
-/// `hob_len` bytes.
+/// (GPA, length: the TD_HOB and TEMP_MEM sections) were added with INIT_MEM_REGION; placed in the
+/// TD HOB section at `hob_gpa` of `hob_len` bytes.
 pub fn td_hob(
     hob_gpa: u64,
     hob_len: u64,
     ram_bytes: u64,
     accepted: &[(u64, u64)],
-) -> Result<Vec<u8>, HobTooLarge> {
+) -> Result<Vec<u8>, TdHobError> {
+    if let Some(&(gpa, len)) = accepted
+        .iter()
+        .find(|(gpa, len)| gpa.checked_add(*len).is_none_or(|end| end > ram_bytes))
+    {
+        return Err(TdHobError::OutsideRam {
+            gpa,
+            len,
+            ram: ram_bytes,
+        });
+    }
     let mut ranges: Vec<(u64, u64)> = accepted
         .iter()
-        .filter(|(gpa, len)| *len > 0 && *gpa < ram_bytes)
-        .map(|&(gpa, len)| (gpa, len.min(ram_bytes - gpa)))
+        .filter(|(_, len)| *len > 0)
+        .copied()
         .collect();
     ranges.sort_unstable();
     let mut body = Vec::new();
@@ -80,7 +122,7 @@ pub fn td_hob(
     }
     let need = u64::from(HANDOFF_LEN) + body.len() as u64 + u64::from(END_LEN);
     if need > hob_len {
-        return Err(HobTooLarge {
+        return Err(TdHobError::TooLarge {
             need,
             have: hob_len,
         });
@@ -89,15 +131,9 @@ pub fn td_hob(
     header(&mut b, HOB_HANDOFF, HANDOFF_LEN);
     b.extend_from_slice(&HANDOFF_VERSION.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes()); // BootMode: BOOT_WITH_FULL_CONFIGURATION.
-    // EfiMemoryTop, EfiMemoryBottom, EfiFreeMemoryTop, EfiFreeMemoryBottom, EfiEndOfHobList.
-    let end = hob_gpa + need;
-    for v in [
-        hob_gpa + hob_len,
-        hob_gpa,
-        hob_gpa + hob_len,
-        end,
-        end - u64::from(END_LEN),
-    ] {
+    // EfiMemoryTop, EfiMemoryBottom, EfiFreeMemoryTop, EfiFreeMemoryBottom: zero (TDVF ignores
+    // them); EfiEndOfHobList: just past the end marker.
+    for v in [0, 0, 0, 0, hob_gpa + need] {
         b.extend_from_slice(&v.to_le_bytes());
     }
     b.extend_from_slice(&body);
@@ -127,7 +163,6 @@ mod tests {
         .unwrap();
         assert_eq!(b.len(), 56 + 4 * 48 + 8);
         assert_eq!((u16_at(&b, 0), u16_at(&b, 2)), (HOB_HANDOFF, 56));
-        assert_eq!(u64_at(&b, 48), 0x80_9000 + 56 + 4 * 48, "EfiEndOfHobList");
         let r = |i: usize| {
             let at = 56 + i * 48;
             assert_eq!((u16_at(&b, at), u16_at(&b, at + 2)), (HOB_RESOURCE, 48));
@@ -149,12 +184,63 @@ mod tests {
     }
 
     #[test]
-    fn a_list_larger_than_its_section_is_refused() {
+    fn only_the_td_hob_and_temporary_memory_are_accepted() {
+        let s = |kind, memory_address| TdvfSection {
+            data_offset: 0,
+            raw_data_size: 0,
+            memory_address,
+            memory_data_size: 0x1000,
+            kind,
+            attributes: 0,
+        };
+        let sections = [
+            s(TdvfSectionType::BFV, 0xffc8_4000),
+            s(TdvfSectionType::CFV, 0xffc0_0000),
+            s(TdvfSectionType::TD_HOB, 0x80_9000),
+            s(TdvfSectionType::TEMP_MEM, 0x80_0000),
+            s(TdvfSectionType::PERM_MEM, 0x90_0000),
+        ];
+        assert_eq!(
+            accepted(&sections),
+            [(0x80_9000, 0x1000), (0x80_0000, 0x1000)]
+        );
+    }
+
+    #[test]
+    fn the_hand_off_table_is_qemus() {
+        let b = td_hob(0x80_9000, 0x2000, 0x100_0000, &[(0x80_9000, 0x2000)]).unwrap();
+        let len = 56 + 3 * 48 + 8;
+        assert_eq!(b.len(), len);
+        assert_eq!(
+            &b[8..12],
+            &9u32.to_le_bytes(),
+            "EFI_HOB_HANDOFF_TABLE_VERSION"
+        );
+        assert_eq!(&b[12..16], &[0; 4], "BootMode");
+        assert_eq!(
+            &b[16..48],
+            &[0; 32],
+            "EfiMemoryTop/Bottom, EfiFreeMemoryTop/Bottom"
+        );
+        assert_eq!(u64_at(&b, 48), 0x80_9000 + len as u64, "EfiEndOfHobList");
+        assert_eq!((u16_at(&b, len - 8), u16_at(&b, len - 6)), (HOB_END, 8));
+    }
+
+    #[test]
+    fn a_list_larger_than_its_section_or_a_range_outside_ram_is_refused() {
         assert_eq!(
             td_hob(0x1000, 64, 0x10_0000, &[]).unwrap_err(),
-            HobTooLarge {
+            TdHobError::TooLarge {
                 need: 112,
                 have: 64
+            }
+        );
+        assert_eq!(
+            td_hob(0x1000, 0x1000, 0x10_0000, &[(0xff_0000, 0x1000)]).unwrap_err(),
+            TdHobError::OutsideRam {
+                gpa: 0xff_0000,
+                len: 0x1000,
+                ram: 0x10_0000
             }
         );
     }
