@@ -222,6 +222,12 @@ fn prepare(a: &RunArgs, dir: &Path) -> Result<Prepared, QemuRunError> {
             })?;
             let firmware = read("firmware", &firmware_path)?;
             let cpu_type = a.cpu_type.clone().ok_or(RunCliError::NeedsCpuType)?;
+            if a.vmm_type.as_deref().is_some_and(|v| v != "qemu") {
+                return Err(refuse(
+                    "--vmm qemu builds QEMU's VMSAs: its measurement is --vmm-type qemu's (leave --vmm-type out)"
+                        .into(),
+                ));
+            }
             let inputs = SnpInputs {
                 firmware: firmware_path,
                 vcpus: a.vcpus,
