@@ -1,6 +1,7 @@
 //! `--config FILE`: the `unlock`/`run` options in TOML, under the long option names with `_` for `-`
 //! (`server`, `ca`, `resource`, `tee`, `vmpl`, `sim_socket`, `tsm_root`, `sealed`, `out`, `secret_out`,
-//! `luks`, `name`, `luks_check`, `cryptsetup`, `attempts`, `backoff_ms`, `timeout_secs`, `omit_certs`).
+//! `force`, `luks`, `name`, `luks_check`, `cryptsetup`, `attempts`, `backoff_ms`, `timeout_secs`,
+//! `evidence_timeout_secs`, `omit_certs`).
 //! Options given on the command line win over the file. Relative paths are taken as they are (relative to
 //! the working directory), as on the command line.
 
@@ -31,6 +32,8 @@ pub struct AgentConfig {
     pub out: Option<String>,
     /// `--secret-out`.
     pub secret_out: Option<PathBuf>,
+    /// `--force`.
+    pub force: Option<bool>,
     /// `--luks`.
     pub luks: Option<PathBuf>,
     /// `--name`.
@@ -45,6 +48,8 @@ pub struct AgentConfig {
     pub backoff_ms: Option<u64>,
     /// `--timeout-secs`.
     pub timeout_secs: Option<u64>,
+    /// `--evidence-timeout-secs`.
+    pub evidence_timeout_secs: Option<u64>,
     /// `--omit-certs`.
     pub omit_certs: Option<bool>,
 }
@@ -98,7 +103,8 @@ mod tests {
     #[test]
     fn parses_known_keys_and_refuses_unknown_ones() {
         let c = AgentConfig::parse(
-            "server = \"https://a:1\"\nresource = \"db\"\nattempts = 3\nomit_certs = true\nvmpl = 2\n",
+            "server = \"https://a:1\"\nresource = \"db\"\nattempts = 3\nomit_certs = true\nvmpl = 2\n\
+             force = true\nevidence_timeout_secs = 90\n",
             Path::new("x"),
         )
         .unwrap();
@@ -106,6 +112,8 @@ mod tests {
         assert_eq!(c.attempts, Some(3));
         assert_eq!(c.omit_certs, Some(true));
         assert_eq!(c.vmpl, Some(2));
+        assert_eq!(c.force, Some(true));
+        assert_eq!(c.evidence_timeout_secs, Some(90));
         let e = AgentConfig::parse("sever = \"x\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("sever"), "{e}");
     }
