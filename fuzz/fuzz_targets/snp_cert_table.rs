@@ -3,13 +3,19 @@
 //! table that parses to the same certificates.
 #![no_main]
 
-use cvm_agent::certtable::{encode, evidence_certs, parse};
+use cvm_agent::certtable::{CertKind, ReportSigner, encode, evidence_certs, parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(certs) = parse(data) else { return };
-    let _ = evidence_certs(&certs, true);
-    let _ = evidence_certs(&certs, false);
+    for signer in [
+        ReportSigner::Leaf(CertKind::Vcek),
+        ReportSigner::Leaf(CertKind::Vlek),
+        ReportSigner::Neither("unsigned".into()),
+    ] {
+        let _ = evidence_certs(&certs, &signer, true);
+        let _ = evidence_certs(&certs, &signer, false);
+    }
     for c in &certs {
         let _ = c.kind.to_string();
     }

@@ -1,8 +1,9 @@
 //! The SNP extended-report certificate table, as the host hands it to the guest (GHCB specification,
 //! section 4.1.8.1 "SNP Extended Guest Request"): entries of a GUID (16 bytes), an offset (u32 LE) and a
 //! length (u32 LE), ended by an all-zero entry; offsets count from the table's start. configfs-tsm passes it
-//! raw as `auxblob`; the `sev` crate parses it for `/dev/sev-guest`. Both end in [`evidence_certs`], which
-//! puts the certificates in the order the service expects.
+//! raw as `auxblob`; `/dev/sev-guest` hands it over in the ioctl's certificate buffer. Both are read by
+//! [`parse`] and end in [`evidence_certs`], which picks the report's signing key's certificate and puts the
+//! certificates in the order the service expects.
 //!
 //! The bytes come from the untrusted host: [`parse`] is total and bounded (fuzz target `snp_cert_table`).
 
@@ -199,29 +200,66 @@ pub fn encode(certs: &[HostCert]) -> Vec<u8> {
     table
 }
 
-/// No VCEK or VLEK came with the report.
+/// The key an SNP report names in its SIGNING_KEY field (bits 4:2 of the flags at 0x48).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportSigner {
+    /// A VCEK or a VLEK: the kind of certificate that verifies the report.
+    Leaf(CertKind),
+    /// Neither (an unsigned report, a reserved value, or bytes that are not a report), and why.
+    Neither(String),
+}
+
+/// Which certificate verifies `report`, from its SIGNING_KEY (SNP Firmware ABI, ATTESTATION_REPORT).
+pub fn report_signer(report: &[u8]) -> ReportSigner {
+    use cvm_attest::snp::report::SigningKey;
+    match cvm_attest::snp::AttestationReport::parse(report) {
+        Ok(r) => match r.signing_key() {
+            SigningKey::VCEK => ReportSigner::Leaf(CertKind::Vcek),
+            SigningKey::VLEK => ReportSigner::Leaf(CertKind::Vlek),
+            other => ReportSigner::Neither(format!("the report's SIGNING_KEY is {other:?}")),
+        },
+        Err(e) => ReportSigner::Neither(format!("the report does not parse ({e})")),
+    }
+}
+
+/// The report's signing key is not in the host's table.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the host supplied no VCEK or VLEK with the extended report (certificate table: {found}): install the \
-     platform's VCEK on the host (e.g. `snphost import`), or pass --omit-certs when the service holds this \
+    "the host supplied no {wanted} with the extended report (certificate table: {found}): install the \
+     platform's {wanted} on the host (e.g. `snphost import`), or pass --omit-certs when the service holds this \
      platform's certificates"
 )]
 pub struct MissingLeaf {
+    /// What was needed: `VCEK`, `VLEK`, or why neither could be chosen.
+    pub wanted: String,
     /// What the table held, for the message.
     pub found: String,
 }
 
-/// The certificates to send with an SNP report: the VCEK (or VLEK) first, then the ASK and the ARK when
-/// present. Without a VCEK or VLEK: an error when `required`, else nothing (the service uses the chain it
-/// holds).
-pub fn evidence_certs(certs: &[HostCert], required: bool) -> Result<Vec<Vec<u8>>, MissingLeaf> {
+/// The certificates to send with an SNP report: the certificate of the key the report names in SIGNING_KEY
+/// (VCEK or VLEK) first, then the ASK (for a VLEK, the host's intermediate in that slot) and the ARK when
+/// present. Without that certificate: an error when `required`, else nothing (the service uses the chain
+/// it holds).
+pub fn evidence_certs(
+    certs: &[HostCert],
+    signer: &ReportSigner,
+    required: bool,
+) -> Result<Vec<Vec<u8>>, MissingLeaf> {
     let find = |k: CertKind| certs.iter().find(|c| c.kind == k).map(|c| c.der.clone());
-    let Some(leaf) = find(CertKind::Vcek).or_else(|| find(CertKind::Vlek)) else {
+    let leaf = match signer {
+        ReportSigner::Leaf(kind) => find(*kind),
+        ReportSigner::Neither(_) => None,
+    };
+    let Some(leaf) = leaf else {
         if !required {
             return Ok(Vec::new());
         }
         let kinds: Vec<String> = certs.iter().map(|c| c.kind.to_string()).collect();
         return Err(MissingLeaf {
+            wanted: match signer {
+                ReportSigner::Leaf(kind) => kind.to_string(),
+                ReportSigner::Neither(why) => format!("VCEK or VLEK ({why})"),
+            },
             found: if kinds.is_empty() {
                 "empty".into()
             } else {
@@ -261,7 +299,7 @@ mod tests {
         assert_eq!(parse(&mixed).unwrap()[1].kind, CertKind::Vcek);
         // The VCEK goes first whatever the table order.
         assert_eq!(
-            evidence_certs(&certs, true).unwrap(),
+            evidence_certs(&certs, &VCEK, true).unwrap(),
             vec![b"vcek".to_vec(), b"ask.".to_vec(), b"ark.".to_vec()]
         );
         assert!(parse(&[]).unwrap().is_empty());
@@ -299,22 +337,69 @@ mod tests {
         assert_eq!(parse(&many), Err(CertTableError::TooManyEntries));
     }
 
+    const VCEK: ReportSigner = ReportSigner::Leaf(CertKind::Vcek);
+    const VLEK: ReportSigner = ReportSigner::Leaf(CertKind::Vlek);
+
     #[test]
     fn a_missing_leaf_is_an_error_only_when_required() {
         let certs = [cert(CertKind::Ask, b"a"), cert(CertKind::Ark, b"r")];
-        let e = evidence_certs(&certs, true).unwrap_err().to_string();
-        assert!(e.contains("ASK, ARK") && e.contains("--omit-certs"), "{e}");
+        let e = evidence_certs(&certs, &VCEK, true).unwrap_err().to_string();
         assert!(
-            evidence_certs(&[], true)
+            e.contains("no VCEK") && e.contains("ASK, ARK") && e.contains("--omit-certs"),
+            "{e}"
+        );
+        assert!(
+            evidence_certs(&[], &VCEK, true)
                 .unwrap_err()
                 .to_string()
                 .contains("empty")
         );
-        assert!(evidence_certs(&certs, false).unwrap().is_empty());
+        assert!(evidence_certs(&certs, &VCEK, false).unwrap().is_empty());
         let vlek = [cert(CertKind::Vlek, b"v"), cert(CertKind::Ask, b"a")];
         assert_eq!(
-            evidence_certs(&vlek, true).unwrap(),
+            evidence_certs(&vlek, &VLEK, true).unwrap(),
             vec![b"v".to_vec(), b"a".to_vec()]
+        );
+        // A report that names neither key gets no leaf, and says why.
+        let neither = ReportSigner::Neither("the report's SIGNING_KEY is SigningKey(0x7)".into());
+        let e = evidence_certs(&vlek, &neither, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("VCEK or VLEK (the report's SIGNING_KEY"), "{e}");
+    }
+
+    #[test]
+    fn the_reports_signing_key_chooses_between_a_vcek_and_a_vlek() {
+        // Hosts with a VLEK may keep the VCEK in the table too: the report's SIGNING_KEY decides.
+        let both = [
+            cert(CertKind::Vcek, b"vcek"),
+            cert(CertKind::Vlek, b"vlek"),
+            cert(CertKind::Ask, b"asvk"),
+            cert(CertKind::Ark, b"ark"),
+        ];
+        assert_eq!(
+            evidence_certs(&both, &VLEK, true).unwrap(),
+            vec![b"vlek".to_vec(), b"asvk".to_vec(), b"ark".to_vec()]
+        );
+        assert_eq!(evidence_certs(&both, &VCEK, true).unwrap()[0], b"vcek");
+        // A VLEK-signed report with only a VCEK from the host: the VCEK would not verify it.
+        let e = evidence_certs(&both[..1], &VLEK, true).unwrap_err();
+        assert_eq!(e.wanted, "VLEK");
+    }
+
+    #[test]
+    fn the_signing_key_is_read_from_the_reports_flags() {
+        // Version 2 report, SIGNATURE_ALGO 1; flags at 0x48.
+        let mut r = vec![0u8; cvm_attest::snp::report::REPORT_LEN];
+        r[0] = 2;
+        r[0x34] = 1;
+        assert_eq!(report_signer(&r), VCEK);
+        r[0x48] = 1 << 2;
+        assert_eq!(report_signer(&r), VLEK);
+        r[0x48] = 7 << 2;
+        assert!(matches!(report_signer(&r), ReportSigner::Neither(w) if w.contains("SIGNING_KEY")));
+        assert!(
+            matches!(report_signer(&r[..100]), ReportSigner::Neither(w) if w.contains("does not parse"))
         );
     }
 }

@@ -1,7 +1,8 @@
 //! `--config FILE`: the `unlock`/`run` options in TOML, under the long option names with `_` for `-`
 //! (`server`, `ca`, `resource`, `tee`, `vmpl`, `sim_socket`, `tsm_root`, `sealed`, `out`, `secret_out`,
-//! `luks`, `name`, `luks_check`, `mount`, `cryptsetup`, `attempts`, `backoff_ms`, `timeout_secs`, `omit_certs`),
-//! and for `run` the workload as `command = ["PROGRAM", "ARG", …]` (used when none follows `--`).
+//! `force`, `luks`, `name`, `luks_check`, `mount`, `cryptsetup`, `attempts`, `backoff_ms`, `timeout_secs`,
+//! `evidence_timeout_secs`, `omit_certs`), and for `run` the workload as `command = ["PROGRAM", "ARG", …]`
+//! (used when none follows `--`).
 //! Options given on the command line win over the file. Relative paths are taken as they are (relative to
 //! the working directory), as on the command line.
 
@@ -32,6 +33,8 @@ pub struct AgentConfig {
     pub out: Option<String>,
     /// `--secret-out`.
     pub secret_out: Option<PathBuf>,
+    /// `--force`.
+    pub force: Option<bool>,
     /// `--luks`.
     pub luks: Option<PathBuf>,
     /// `--name`.
@@ -48,6 +51,8 @@ pub struct AgentConfig {
     pub backoff_ms: Option<u64>,
     /// `--timeout-secs`.
     pub timeout_secs: Option<u64>,
+    /// `--evidence-timeout-secs`.
+    pub evidence_timeout_secs: Option<u64>,
     /// `--omit-certs`.
     pub omit_certs: Option<bool>,
     /// `run`'s workload: the program and its arguments.
@@ -104,7 +109,8 @@ mod tests {
     fn parses_known_keys_and_refuses_unknown_ones() {
         let c = AgentConfig::parse(
             "server = \"https://a:1\"\nresource = \"db\"\nattempts = 3\nomit_certs = true\nvmpl = 2\n\
-             command = [\"/bin/app\", \"--serve\"]\nmount = \"/mnt/data\"\n",
+             command = [\"/bin/app\", \"--serve\"]\nmount = \"/mnt/data\"\n\
+             force = true\nevidence_timeout_secs = 90\n",
             Path::new("x"),
         )
         .unwrap();
@@ -117,6 +123,8 @@ mod tests {
             Some(vec!["/bin/app".to_owned(), "--serve".to_owned()])
         );
         assert_eq!(c.mount, Some(PathBuf::from("/mnt/data")));
+        assert_eq!(c.force, Some(true));
+        assert_eq!(c.evidence_timeout_secs, Some(90));
         let e = AgentConfig::parse("sever = \"x\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("sever"), "{e}");
     }

@@ -4,11 +4,15 @@
 //! Modules, one job each:
 //! - [`config`]: `--config FILE` (TOML with the command-line options).
 //! - [`provider`]: the evidence providers behind one trait ([`provider::Provider`]) and `--tee` selection.
+//! - [`configfs`]: whether configfs is mounted, and mounting it where configfs-tsm needs it.
 //! - [`tsm`]: configfs-tsm (`/sys/kernel/config/tsm/report`) for SNP and TDX guests.
-//! - [`sevguest`]: SEV-SNP through `/dev/sev-guest` (the `sev` crate), when configfs-tsm is missing.
+//! - [`sevguest`]: SEV-SNP through `/dev/sev-guest` (SNP_GET_EXT_REPORT), when configfs-tsm is missing.
+//! - [`sevioctl`]: the `/dev/sev-guest` ioctl (with [`tdxioctl`], the crate's only `unsafe` code).
 //! - [`certtable`]: the SNP extended report's certificate table (host bytes, parsed bounded).
-//! - [`tdxguest`]: TDX quotes through `/dev/tdx_guest` (GetQuote), when configfs-tsm is missing.
-//! - [`tdxioctl`]: the `/dev/tdx_guest` ioctls, the crate's only `unsafe` code.
+//! - [`tdxguest`]: TDX quotes through `/dev/tdx_guest` (GetQuote, both framings), when configfs-tsm is
+//!   missing.
+//! - [`tdxioctl`]: the `/dev/tdx_guest` ioctls.
+//! - [`retry`]: bounded retries of the TDX quote path's transient errors.
 //! - [`simsock`]: the launcher's simulated PSP socket (`--tee sim`).
 //! - [`unlock`]: the client flow (retries, timeouts, refusals explained) and the unlockers.
 //!
@@ -22,8 +26,12 @@
 
 pub mod certtable;
 pub mod config;
+pub mod configfs;
 pub mod provider;
+pub mod retry;
 pub mod sevguest;
+#[allow(unsafe_code)]
+pub mod sevioctl;
 pub mod simsock;
 pub mod tdxguest;
 #[allow(unsafe_code)]

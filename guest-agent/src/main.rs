@@ -2,11 +2,13 @@
 
 use clap::{Args, Parser, Subcommand};
 use cvm_agent::config::AgentConfig;
+use cvm_agent::configfs::Configfs;
 use cvm_agent::provider::{self, Provider, ProviderOptions, TeeChoice};
 use cvm_agent::sevguest::MAX_VMPL;
 use cvm_agent::unlock::{self, AgentError, ServerOptions, Unlocker};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// cvm-agent: runs inside the guest. Collects evidence from the TEE, attests to the cvm-attest service,
@@ -53,14 +55,16 @@ enum Command {
 #[derive(Args, Clone)]
 struct TeeArgs {
     /// Evidence provider. auto probes, in order: SNP (configfs-tsm, else /dev/sev-guest), TDX (configfs-tsm,
-    /// else /dev/tdx_guest where the kernel offers quotes there), then sim (--sim-socket, else the launcher's
-    /// virtio-serial port cvm-psp); snp and tdx use
-    /// the same fallbacks; sim-tdx asks the simulated PSP for a TDX-format quote instead of an SNP report.
+    /// else /dev/tdx_guest or /dev/tdx-guest where the kernel offers quotes there), then sim (--sim-socket,
+    /// else the launcher's virtio-serial port cvm-psp); snp and tdx use the same fallbacks; sim-tdx asks the
+    /// simulated PSP for a TDX-format quote instead of an SNP report. Running as root, the agent mounts
+    /// configfs at /sys/kernel/config when it is not.
     #[arg(long, value_name = "auto|snp|tdx|sim|sim-tdx", default_value = "auto")]
     tee: TeeChoice,
-    /// The SNP VMPL to request the report at (configfs-tsm privlevel, /dev/sev-guest).
-    #[arg(long, value_name = "0-3", default_value_t = 0, value_parser = vmpl_range())]
-    vmpl: u8,
+    /// The SNP VMPL to request the report at (configfs-tsm privlevel, /dev/sev-guest) [default: the
+    /// guest's own: configfs-tsm's privlevel_floor, or the VMPL of the sev-guest driver's key].
+    #[arg(long, value_name = "0-3", value_parser = vmpl_range())]
+    vmpl: Option<u8>,
     /// The launcher's simulated PSP (for --tee sim): a Unix socket or a character device; default: the
     /// virtio-serial port named cvm-psp (/dev/virtio-ports/cvm-psp, or found in /sys/class/virtio-ports).
     #[arg(long, value_name = "PATH")]
@@ -85,11 +89,14 @@ struct UnlockArgs {
     #[arg(long, value_name = "NAME")]
     resource: Option<String>,
     /// Evidence provider [default: auto]. auto probes, in order: SNP (configfs-tsm, else /dev/sev-guest),
-    /// TDX (configfs-tsm, else /dev/tdx_guest where the kernel offers quotes there), then sim; snp and tdx
-    /// use the same fallbacks; sim-tdx asks the simulated PSP for a TDX-format quote instead of an SNP report.
+    /// TDX (configfs-tsm, else /dev/tdx_guest or /dev/tdx-guest where the kernel offers quotes there), then
+    /// sim; snp and tdx use the same fallbacks; sim-tdx asks the simulated PSP for a TDX-format quote
+    /// instead of an SNP report. Running as root, the agent mounts configfs at /sys/kernel/config when it
+    /// is not.
     #[arg(long, value_name = "auto|snp|tdx|sim|sim-tdx")]
     tee: Option<TeeChoice>,
-    /// The SNP VMPL to request the report at (configfs-tsm privlevel, /dev/sev-guest) [default: 0].
+    /// The SNP VMPL to request the report at (configfs-tsm privlevel, /dev/sev-guest) [default: the
+    /// guest's own: configfs-tsm's privlevel_floor, or the VMPL of the sev-guest driver's key].
     #[arg(long, value_name = "0-3", value_parser = vmpl_range())]
     vmpl: Option<u8>,
     /// The launcher's simulated PSP (for --tee sim): a Unix socket or a character device; default: the
@@ -102,13 +109,18 @@ struct UnlockArgs {
     /// A sealed file to unlock with the released key (needs --out).
     #[arg(long, value_name = "IN", conflicts_with = "secret_out")]
     sealed: Option<PathBuf>,
-    /// Where the unsealed plaintext goes (mode 0600, only on success); `-` for stdout (streamed: a refused
-    /// chunk stops the output and the exit code is non-zero, but what came before was already written).
+    /// Where the unsealed plaintext goes (mode 0600, only on success; an existing file only with --force);
+    /// `-` for stdout (streamed: a refused chunk stops the output and the exit code is non-zero, but what
+    /// came before was already written).
     #[arg(long, value_name = "OUT")]
     out: Option<String>,
-    /// Write the released secret itself to this file (mode 0600).
+    /// Write the released secret itself to this file (mode 0600, atomically; an existing file only with
+    /// --force).
     #[arg(long, value_name = "FILE")]
     secret_out: Option<PathBuf>,
+    /// Replace an existing --out or --secret-out file.
+    #[arg(long)]
+    force: bool,
     /// A LUKS2 device to open with the released key (key on cryptsetup's stdin; needs --name or --luks-check).
     #[arg(long, value_name = "DEVICE", conflicts_with_all = ["sealed", "secret_out"])]
     luks: Option<PathBuf>,
@@ -135,9 +147,14 @@ struct UnlockArgs {
     /// First backoff delay in milliseconds [default: 500] (doubled per retry, with jitter, up to 30 s).
     #[arg(long, value_name = "MS")]
     backoff_ms: Option<u64>,
-    /// Time limit of one attempt, in seconds [default: 30].
+    /// Time limit of each network exchange of an attempt (connect and challenge; attest), in seconds
+    /// [default: 30].
     #[arg(long, value_name = "SECS")]
     timeout_secs: Option<u64>,
+    /// Time limit of collecting evidence from the TEE, in seconds [default: 120] (a TDX quote may take the
+    /// kernel 30 s, an SNP report up to 60 s while the host throttles).
+    #[arg(long, value_name = "SECS")]
+    evidence_timeout_secs: Option<u64>,
     /// Do not send the provider's certificates (SNP VCEK…): the service holds the platform's chain.
     #[arg(long)]
     omit_certs: bool,
@@ -200,6 +217,10 @@ impl UnlockArgs {
         if let Some(s) = self.timeout_secs.or(c.timeout_secs) {
             o.timeout = Duration::from_secs(s.max(1));
         }
+        if let Some(s) = self.evidence_timeout_secs.or(c.evidence_timeout_secs) {
+            o.evidence_timeout = Duration::from_secs(s.max(1));
+        }
+        let force = self.force || c.force.unwrap_or(false);
         o.send_certs = !(self.omit_certs || c.omit_certs.unwrap_or(false));
         let sealed = self.sealed.clone().or(c.sealed);
         let out = self.out.clone().or(c.out);
@@ -217,7 +238,11 @@ impl UnlockArgs {
             ));
         }
         let unlocker = match (sealed, out, secret_out, luks) {
-            (Some(input), Some(output), _, _) => Unlocker::Sealed { input, output },
+            (Some(input), Some(output), _, _) => Unlocker::Sealed {
+                input,
+                output,
+                force,
+            },
             (Some(_), None, _, _) => {
                 return Err(AgentError::Usage(
                     "--sealed needs --out OUT (or `-`)".into(),
@@ -226,7 +251,7 @@ impl UnlockArgs {
             (None, Some(_), _, _) => {
                 return Err(AgentError::Usage("--out needs --sealed IN".into()));
             }
-            (None, None, Some(p), _) => Unlocker::SecretFile(p),
+            (None, None, Some(path), _) => Unlocker::SecretFile { path, force },
             (None, None, None, Some(device)) => {
                 let name = match (name, luks_check) {
                     (Some(n), _) => n,
@@ -264,13 +289,23 @@ impl UnlockArgs {
                 Unlocker::Nothing
             }
         };
+        if force
+            && !matches!(
+                unlocker,
+                Unlocker::Sealed { .. } | Unlocker::SecretFile { .. }
+            )
+        {
+            return Err(AgentError::Usage(
+                "--force goes with --sealed/--out or --secret-out".into(),
+            ));
+        }
         let vmpl = match self.vmpl.or(c.vmpl) {
             Some(v) if u32::from(v) > MAX_VMPL => {
                 return Err(AgentError::Usage(format!(
                     "vmpl = {v} in --config: an SNP guest has VMPLs 0 to {MAX_VMPL}"
                 )));
             }
-            v => v.unwrap_or(0),
+            v => v,
         };
         let provider = ProviderOptions {
             tee,
@@ -278,6 +313,8 @@ impl UnlockArgs {
             tsm_root: self.tsm_root.clone().or(c.tsm_root),
             tdx_guest: None,
             vmpl,
+            configfs: Configfs::default(),
+            tsm_fs: None,
             omit_certs: !o.send_certs,
         };
         Ok(Resolved {
@@ -305,14 +342,14 @@ fn do_unlock(args: &UnlockArgs) -> Result<(), AgentError> {
 
 fn unlock_resolved(r: &Resolved) -> Result<(), AgentError> {
     r.unlocker.preflight()?;
-    let provider = select(&r.provider)?;
+    let provider: Arc<dyn Provider> = Arc::from(select(&r.provider)?);
     eprintln!(
         "cvm-agent: evidence from {}; attesting to {} for {:?}",
         provider.describe(),
         r.server.server,
         r.server.resource
     );
-    let secret = runtime()?.block_on(unlock::fetch(&r.server, provider.as_ref()))?;
+    let secret = runtime()?.block_on(unlock::fetch(&r.server, provider))?;
     eprintln!(
         "cvm-agent: attested; secret {:?} released ({} bytes)",
         r.server.resource,
@@ -365,6 +402,8 @@ fn do_evidence(
         tsm_root: Some(tee.tsm_root.clone()),
         tdx_guest: None,
         vmpl: tee.vmpl,
+        configfs: Configfs::default(),
+        tsm_fs: None,
         // The certificates are needed only when asked for.
         omit_certs: certs_out.is_none(),
     })?;

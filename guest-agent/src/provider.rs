@@ -1,10 +1,11 @@
 //! Evidence providers: one trait, several TEEs, and the `--tee auto|snp|tdx|sim` selection.
 
+use crate::configfs::{Configfs, State};
 use crate::sevguest::SevGuest;
 use crate::simsock::{self, SimSocket};
-use crate::tdxguest::{TDX_GUEST_DEVICE, TdxGuest};
+use crate::tdxguest::{TDX_GUEST_DEVICES, TdxGuest};
 use crate::tdxioctl::TdxGuestFile;
-use crate::tsm::{Tsm, TsmProvider};
+use crate::tsm::{Tsm, TsmFs, TsmProvider};
 use cvm_attest::client::{Evidence, EvidenceSource};
 use cvm_attest::protocol::TeeKind;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 /// The default configfs-tsm report directory.
 pub const DEFAULT_TSM_ROOT: &str = "/sys/kernel/config/tsm/report";
-/// The SEV-SNP guest device (the `sev` crate's guest API), used when configfs-tsm is missing.
+/// The SEV-SNP guest device, used when configfs-tsm is missing.
 pub const SEV_GUEST_DEVICE: &str = "/dev/sev-guest";
 
 /// Why evidence could not be produced.
@@ -37,18 +38,20 @@ pub enum ProviderError {
         /// What was wrong.
         message: String,
     },
-    /// Another writer changed the configfs-tsm entry while the report was read.
+    /// Another writer changed the configfs-tsm entry between our first read of `generation` and the end.
     #[error(
-        "{provider}: generation changed from {before} to {after} while reading: another process wrote the \
-         entry; retry"
+        "{provider}: generation changed from {before} to {after} while reading (our writes make it {expected}): \
+         another process wrote the entry; retry"
     )]
     Raced {
+        /// `generation` before our writes.
+        before: u64,
+        /// What our writes alone make it.
+        expected: u64,
+        /// `generation` after reading the report.
+        after: u64,
         /// Which provider.
         provider: String,
-        /// `generation` after our write.
-        before: u64,
-        /// `generation` after our read.
-        after: u64,
     },
     /// No provider fits the request.
     #[error("no evidence provider: {0}")]
@@ -118,7 +121,7 @@ impl std::str::FromStr for TeeChoice {
 }
 
 /// Where providers are found.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ProviderOptions {
     /// The `--tee` choice.
     pub tee: TeeChoice,
@@ -126,13 +129,32 @@ pub struct ProviderOptions {
     pub sim_socket: Option<PathBuf>,
     /// The configfs-tsm report directory (`--tsm-root`); [`DEFAULT_TSM_ROOT`] when unset.
     pub tsm_root: Option<PathBuf>,
-    /// The TDX guest device; [`TDX_GUEST_DEVICE`] when unset.
+    /// The TDX guest device; the first of [`TDX_GUEST_DEVICES`] that exists when unset.
     pub tdx_guest: Option<PathBuf>,
-    /// The SNP VMPL to request (`--vmpl`, 0..=3).
-    pub vmpl: u8,
+    /// The SNP VMPL to request (`--vmpl`, 0..=3); unset: the lowest the guest may ask for
+    /// (configfs-tsm's `privlevel_floor`, or the VMPL of the sev-guest driver's key).
+    pub vmpl: Option<u8>,
+    /// configfs, mounted when needed and possible (see [`crate::configfs`]).
+    pub configfs: Configfs,
+    /// The filesystem configfs-tsm is read through; the real one when unset (a fake tree in tests).
+    pub tsm_fs: Option<Arc<dyn TsmFs>>,
     /// SNP: a report without a VCEK or VLEK from the host is not an error (`--omit-certs`: the service
     /// holds the platform's certificates).
     pub omit_certs: bool,
+}
+
+impl std::fmt::Debug for ProviderOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderOptions")
+            .field("tee", &self.tee)
+            .field("sim_socket", &self.sim_socket)
+            .field("tsm_root", &self.tsm_root)
+            .field("tdx_guest", &self.tdx_guest)
+            .field("vmpl", &self.vmpl)
+            .field("configfs", &self.configfs)
+            .field("omit_certs", &self.omit_certs)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Selects a provider. `auto` probes, in order: SNP (configfs-tsm with the `sev_guest` provider, else
@@ -195,52 +217,78 @@ fn tsm_root(opts: &ProviderOptions) -> PathBuf {
 
 /// SNP: configfs-tsm, else `/dev/sev-guest`.
 fn snp(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError> {
-    let tsm = tsm_for(opts, TsmProvider::SevGuest);
-    match tsm {
+    match tsm_for(opts, TsmProvider::SevGuest) {
         Ok(p) => Ok(p),
-        Err(_) if Path::new(SEV_GUEST_DEVICE).exists() => Ok(Box::new(
-            SevGuest::new()
-                .with_vmpl(u32::from(opts.vmpl))
-                .with_certs_required(!opts.omit_certs),
-        )),
+        Err(_) if Path::new(SEV_GUEST_DEVICE).exists() => {
+            let p = SevGuest::new().with_certs_required(!opts.omit_certs);
+            Ok(Box::new(match opts.vmpl {
+                Some(v) => p.with_vmpl(u32::from(v)),
+                None => p,
+            }))
+        }
         Err(e) => Err(ProviderError::None(format!(
             "{e}; no {SEV_GUEST_DEVICE} either"
         ))),
     }
 }
 
-/// TDX: configfs-tsm, else `/dev/tdx_guest` (where the kernel offers quotes there; the first quote tells).
+/// TDX: configfs-tsm, else `/dev/tdx_guest` or `/dev/tdx-guest` (where the kernel offers quotes there; the
+/// first quote tells).
 fn tdx(opts: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError> {
-    let device = opts
-        .tdx_guest
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(TDX_GUEST_DEVICE));
+    let devices: Vec<PathBuf> = match &opts.tdx_guest {
+        Some(d) => vec![d.clone()],
+        None => TDX_GUEST_DEVICES.iter().map(PathBuf::from).collect(),
+    };
     match tsm_for(opts, TsmProvider::TdxGuest) {
         Ok(p) => Ok(p),
-        Err(_) if device.exists() => Ok(Box::new(TdxGuest::with_device(Arc::new(
-            TdxGuestFile::new(&device),
-        )))),
-        Err(e) => Err(ProviderError::None(format!(
-            "{e}; no {} either",
-            device.display()
-        ))),
+        Err(e) => match devices.iter().find(|d| d.exists()) {
+            Some(device) => {
+                let why = match &e {
+                    ProviderError::None(why) => why.clone(),
+                    other => other.to_string(),
+                };
+                Ok(Box::new(
+                    TdxGuest::with_device(Arc::new(TdxGuestFile::new(device)))
+                        .with_note(&format!("configfs-tsm was not used: {why}")),
+                ))
+            }
+            None => Err(ProviderError::None(format!(
+                "{e}; no {} either",
+                devices
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ))),
+        },
     }
 }
 
 fn tsm_for(opts: &ProviderOptions, want: TsmProvider) -> Result<Box<dyn Provider>, ProviderError> {
     let root = tsm_root(opts);
-    let tsm = Tsm::new(&root)
-        .with_privlevel(opts.vmpl)
-        .with_certs_required(!opts.omit_certs);
+    let unusable = |why: String| ProviderError::None(format!("{}: {why}", want.tee_name()));
+    if root.starts_with(&opts.configfs.mount_point) {
+        match opts.configfs.ensure() {
+            State::Mounted | State::MountedNow => {}
+            State::NotMounted(why) | State::Absent(why) => return Err(unusable(why)),
+        }
+    }
+    let tsm = match &opts.tsm_fs {
+        Some(fs) => Tsm::with_fs(&root, fs.clone()),
+        None => Tsm::new(&root),
+    };
+    let mut tsm = tsm.with_certs_required(!opts.omit_certs);
+    if let Some(v) = opts.vmpl {
+        tsm = tsm.with_privlevel(v);
+    }
     match tsm.probe() {
         Ok(found) if found == want => Ok(Box::new(tsm.with_provider(found))),
-        Ok(found) => Err(ProviderError::None(format!(
-            "{}: configfs-tsm at {} is served by {} (not {})",
-            want.tee_name(),
+        Ok(found) => Err(unusable(format!(
+            "configfs-tsm at {} is served by {} (not {})",
             root.display(),
             found.name(),
             want.name()
         ))),
-        Err(e) => Err(ProviderError::None(format!("{}: {e}", want.tee_name()))),
+        Err(e) => Err(unusable(e.to_string())),
     }
 }

@@ -1,12 +1,20 @@
 //! configfs-tsm (`/sys/kernel/config/tsm/report`): the kernel's one interface to SNP reports and TDX quotes.
 //!
-//! One report: create an entry directory, write `privlevel` (SNP) and `inblob` (the 64 bytes of
-//! REPORT_DATA), read `generation`, `outblob` (the report or quote) and `auxblob` (SNP: the certificate
-//! table), check `generation` did not change meanwhile (another writer would have raced us), remove the entry.
+//! One report (`Documentation/ABI/testing/configfs-tsm-report`; the kernel side is
+//! `drivers/virt/coco/guest/report.c`, formerly `drivers/virt/coco/tsm.c`): create an entry directory, read
+//! `generation`, write `privlevel` (SNP; the level asked for, else the entry's `privlevel_floor`, the lowest
+//! the kernel accepts) and `inblob` (the 64 bytes of REPORT_DATA), read `outblob` (the report or quote) and
+//! `auxblob` (SNP: the certificate table), then check that `generation` went up by exactly the number of our
+//! writes (another writer would have changed what was reported), remove the entry. The kernel counts every
+//! accepted attribute write in `generation` and regenerates the report on the next read after one.
+//!
+//! TDX quotes that the kernel could not get yet (`EBUSY`, `EAGAIN`, `EINTR`, `ETIMEDOUT` from `outblob`) are
+//! read again with [`crate::retry`]'s backoff; no write is repeated, so the generation count still holds.
 //! The filesystem is behind [`TsmFs`] so that tests can run the same code against a fake tree.
 
 use crate::certtable;
 use crate::provider::{Provider, ProviderError};
+use crate::retry::{self, Backoff};
 use cvm_attest::client::Evidence;
 use cvm_attest::protocol::TeeKind;
 use std::io;
@@ -85,8 +93,9 @@ pub struct Tsm {
     root: PathBuf,
     fs: Arc<dyn TsmFs>,
     provider: Option<TsmProvider>,
-    privlevel: u8,
+    privlevel: Option<u8>,
     certs_required: bool,
+    backoff: Backoff,
 }
 
 impl std::fmt::Debug for Tsm {
@@ -122,8 +131,9 @@ impl Tsm {
             root: root.to_owned(),
             fs,
             provider: None,
-            privlevel: 0,
+            privlevel: None,
             certs_required: true,
+            backoff: Backoff::TDX_QUOTE,
         }
     }
 
@@ -133,9 +143,15 @@ impl Tsm {
         self
     }
 
-    /// The SNP VMPL to request (`privlevel`, default 0).
+    /// The SNP VMPL to request (`privlevel`); without it the entry's `privlevel_floor` is requested.
     pub fn with_privlevel(mut self, level: u8) -> Self {
-        self.privlevel = level;
+        self.privlevel = Some(level);
+        self
+    }
+
+    /// How transient TDX `outblob` errors are retried (default [`Backoff::TDX_QUOTE`]).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
         self
     }
 
@@ -193,18 +209,72 @@ impl Tsm {
         self.read_provider(&e.path)
     }
 
-    fn generation(&self, entry: &Path) -> Result<u64, ProviderError> {
-        let raw = self
-            .fs
-            .read(&entry.join("generation"))
-            .map_err(self.err("read generation".into()))?;
+    /// A decimal attribute (`generation`, `privlevel_floor`); `None` when the entry has no such file.
+    fn number(&self, entry: &Path, name: &str) -> Result<Option<u64>, ProviderError> {
+        let raw = match self.fs.read(&entry.join(name)) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.err(format!("read {name}"))(e)),
+        };
         String::from_utf8_lossy(&raw)
             .trim()
             .parse()
+            .map(Some)
             .map_err(|_| ProviderError::Bad {
                 provider: format!("configfs-tsm at {}", self.root.display()),
-                message: "generation is not a number".into(),
+                message: format!("{name} is not a number"),
             })
+    }
+
+    fn generation(&self, entry: &Path) -> Result<u64, ProviderError> {
+        self.number(entry, "generation")?
+            .ok_or_else(|| ProviderError::Bad {
+                provider: format!("configfs-tsm at {}", self.root.display()),
+                message: "the entry has no generation attribute".into(),
+            })
+    }
+
+    fn bad(&self, message: String) -> ProviderError {
+        ProviderError::Bad {
+            provider: self.describe(),
+            message,
+        }
+    }
+
+    /// Writes `privlevel`: the level asked for (refused here, naming the floor, when below it), else the
+    /// entry's `privlevel_floor` (`tsm_report_privlevel_store` refuses values below it with `EINVAL`).
+    fn write_privlevel(&self, entry: &Path) -> Result<(), ProviderError> {
+        let floor = self.number(entry, "privlevel_floor")?;
+        let level = match (self.privlevel, floor) {
+            (Some(level), Some(floor)) if u64::from(level) < floor => {
+                return Err(self.bad(format!(
+                    "VMPL {level} is below this guest's privlevel_floor {floor} (the lowest VMPL the kernel \
+                     asks the firmware for): pass --vmpl {floor} or higher, or leave --vmpl out"
+                )));
+            }
+            (Some(level), _) => u64::from(level),
+            (None, floor) => floor.unwrap_or(0),
+        };
+        self.fs
+            .write(&entry.join("privlevel"), level.to_string().as_bytes())
+            .map_err(|e| {
+                let floor = floor.map_or("unknown".to_string(), |f| f.to_string());
+                self.bad(format!(
+                    "write privlevel {level}: {e} (privlevel_floor {floor}; privlevel goes up to 3)"
+                ))
+            })
+    }
+
+    /// `auxblob`: absent or empty means the host supplied no certificates; any other read error is one.
+    fn read_auxblob(&self, entry: &Path) -> Result<Vec<u8>, ProviderError> {
+        match self.fs.read(&entry.join("auxblob")) {
+            Ok(aux) => Ok(aux),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self
+                .err("read auxblob (the host's certificate table)".into())(
+                e
+            )),
+        }
     }
 }
 
@@ -244,50 +314,54 @@ impl Tsm {
             Some(p) => p,
             None => self.read_provider(&e.path)?,
         };
+        // The ABI document: read generation before writing, count the writes, compare after outblob.
+        let before = self.generation(&e.path)?;
+        let mut writes = 0;
         if provider == TsmProvider::SevGuest {
-            self.fs
-                .write(
-                    &e.path.join("privlevel"),
-                    self.privlevel.to_string().as_bytes(),
-                )
-                .map_err(self.err("write privlevel".into()))?;
+            self.write_privlevel(&e.path)?;
+            writes += 1;
         }
         self.fs
             .write(&e.path.join("inblob"), report_data)
             .map_err(self.err("write inblob".into()))?;
-        let before = self.generation(&e.path)?;
-        let out = self
-            .fs
-            .read(&e.path.join("outblob"))
-            .map_err(self.err("read outblob".into()))?;
-        let certs = if provider == TsmProvider::SevGuest {
-            // auxblob is absent or empty when the host supplies no certificates: an error unless they are
-            // optional (the service holds them).
-            let aux = self.fs.read(&e.path.join("auxblob")).unwrap_or_default();
-            let bad = |message: String| ProviderError::Bad {
-                provider: self.describe(),
-                message,
-            };
-            let table = certtable::parse(&aux).map_err(|e| bad(format!("auxblob: {e}")))?;
-            certtable::evidence_certs(&table, self.certs_required)
-                .map_err(|e| bad(e.to_string()))?
-        } else {
-            Vec::new()
+        writes += 1;
+        let outblob = e.path.join("outblob");
+        let read = || self.fs.read(&outblob);
+        let out = match provider {
+            TsmProvider::TdxGuest => retry::retry(&self.backoff, retry::is_transient, read),
+            TsmProvider::SevGuest => read(),
+        }
+        .map_err(self.err("read outblob".into()))?;
+        let aux = match provider {
+            TsmProvider::SevGuest => Some(self.read_auxblob(&e.path)?),
+            TsmProvider::TdxGuest => None,
         };
         let after = self.generation(&e.path)?;
-        if before != after {
+        let expected = before.saturating_add(writes);
+        if after != expected {
             return Err(ProviderError::Raced {
                 provider: self.describe(),
                 before,
+                expected,
                 after,
             });
         }
         if out.is_empty() {
-            return Err(ProviderError::Bad {
-                provider: self.describe(),
-                message: "empty outblob".into(),
-            });
+            return Err(self.bad("empty outblob".into()));
         }
+        let certs = match aux {
+            Some(aux) => {
+                let table =
+                    certtable::parse(&aux).map_err(|e| self.bad(format!("auxblob: {e}")))?;
+                certtable::evidence_certs(
+                    &table,
+                    &certtable::report_signer(&out),
+                    self.certs_required,
+                )
+                .map_err(|e| self.bad(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
         Ok(Evidence {
             tee: match provider {
                 TsmProvider::SevGuest => TeeKind::Snp,

@@ -1,18 +1,28 @@
 //! The client flow: attest with fresh evidence, receive the released secret, unlock the workload's data.
 //!
-//! Each attempt uses a fresh HPKE key pair (generated and zeroized by `cvm_attest::client`), binds it with
-//! `cvm_keys::binding::report_data`, asks the provider for evidence, attests and opens the secret.
-//! Connection errors, timeouts, HTTP 5xx and 429 are retried with exponential backoff and jitter; a
-//! refusal (any other status) never is.
+//! Each attempt takes a challenge, makes a fresh HPKE key pair (zeroized on drop), binds it with
+//! `cvm_keys::binding::report_data`, asks the provider for evidence, attests and opens the secret (the
+//! steps of `cvm_attest::client::Client::fetch_secret`, with their own limits). The network exchanges
+//! (connect and challenge; attest) each have the per-attempt limit; evidence is collected on a thread of its
+//! own with its longer limit, so that a quote that takes the kernel's full 30 s (an SNP report up to 60 s
+//! when the host throttles) neither stalls the runtime nor times the attempt out and starts over with fresh
+//! evidence. Connection errors, network timeouts, HTTP 5xx and 429 are retried with exponential backoff and
+//! jitter; a refusal (any other status) and an evidence failure never are.
 
 use crate::provider::{Provider, Source};
-use cvm_attest::client::{Client, ClientError, tls_config};
+use cvm_attest::client::{Client, ClientError, Evidence, EvidenceSource, open_secret, tls_config};
+use cvm_attest::protocol::AttestRequest;
 use cvm_keys::Key256;
+use cvm_keys::hpke::HpkeKeyPair;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
+
+/// The default limit on collecting evidence: above the kernel's own limits (30 s for a TDX quote, 60 s of
+/// SNP throttling) and the TDX retries' budget ([`crate::retry::Backoff::TDX_QUOTE`]).
+pub const EVIDENCE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where and how to attest.
 #[derive(Clone, Debug)]
@@ -29,14 +39,17 @@ pub struct ServerOptions {
     pub backoff: Duration,
     /// The longest backoff delay.
     pub max_backoff: Duration,
-    /// The limit on one attempt (connect, challenge, evidence, attest).
+    /// The limit on each network exchange of an attempt (connect and challenge; attest).
     pub timeout: Duration,
+    /// The limit on collecting evidence from the TEE.
+    pub evidence_timeout: Duration,
     /// Send the provider's certificates (SNP: VCEK first) with the evidence; off when the service holds them.
     pub send_certs: bool,
 }
 
 impl ServerOptions {
-    /// Options with the defaults: 8 attempts, backoff 0.5 s doubling up to 30 s, 30 s per attempt.
+    /// Options with the defaults: 8 attempts, backoff 0.5 s doubling up to 30 s, 30 s per network exchange,
+    /// [`EVIDENCE_TIMEOUT`] for evidence.
     pub fn new(server: &str, ca: &Path, resource: &str) -> Self {
         ServerOptions {
             server: server.into(),
@@ -46,6 +59,7 @@ impl ServerOptions {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             timeout: Duration::from_secs(30),
+            evidence_timeout: EVIDENCE_TIMEOUT,
             send_certs: true,
         }
     }
@@ -140,6 +154,12 @@ pub enum AgentError {
         /// What went wrong.
         message: String,
     },
+    /// An output exists and `--force` was not given.
+    #[error("{path} exists: refusing to replace it (pass --force to replace it)")]
+    OutputExists {
+        /// The output.
+        path: PathBuf,
+    },
     /// A file operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -151,10 +171,11 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// The process exit code: 3 refused, 4 unreachable, 5 evidence provider, 2 usage, 1 anything else.
+    /// The process exit code: 3 refused, 4 unreachable, 5 evidence provider, 2 usage (and an output that
+    /// exists without `--force`), 1 anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AgentError::Usage(_) => 2,
+            AgentError::Usage(_) | AgentError::OutputExists { .. } => 2,
             AgentError::Refused(_) | AgentError::Tls { .. } => 3,
             AgentError::Unreachable { .. } => 4,
             AgentError::Evidence { .. } => 5,
@@ -282,10 +303,81 @@ pub fn backoff_delay(base: Duration, max: Duration, n: u32) -> Duration {
     d.mul_f64(0.5 + frac / 2.0)
 }
 
+/// Collects evidence on a thread of its own, waiting at most `limit` (the thread cannot be stopped inside
+/// the kernel; one that outlives the limit ends with the process).
+async fn collect(
+    provider: Arc<dyn Provider>,
+    report_data: [u8; 64],
+    send_certs: bool,
+    limit: Duration,
+) -> Result<Evidence, ClientError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("cvm-agent-evidence".into())
+        .spawn(move || {
+            let source = Source {
+                provider: provider.as_ref(),
+                send_certs,
+            };
+            // The receiver is gone only when the limit passed; the answer is then of no use.
+            let _ = tx.send(source.evidence(&report_data));
+        })
+        .map_err(|e| ClientError::Evidence(format!("start the evidence thread: {e}")))?;
+    match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(answer)) => answer.map_err(ClientError::Evidence),
+        Ok(Err(_)) => Err(ClientError::Evidence(
+            "the evidence thread ended without an answer".into(),
+        )),
+        Err(_) => Err(ClientError::Evidence(format!(
+            "no evidence within {} s (--evidence-timeout-secs): the TEE or the host's quoting service \
+             did not answer",
+            limit.as_secs()
+        ))),
+    }
+}
+
+/// One attempt: challenge, key pair, evidence, attest, open.
+async fn attempt(
+    opts: &ServerOptions,
+    client: &mut Client,
+    provider: &Arc<dyn Provider>,
+) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    let timed_out =
+        |what: &str| ClientError::Io(format!("{what} timed out after {:?}", opts.timeout));
+    let challenge = tokio::time::timeout(opts.timeout, client.challenge(&opts.resource))
+        .await
+        .map_err(|_| timed_out("challenge"))??;
+    let keys = HpkeKeyPair::generate().map_err(|e| ClientError::Evidence(e.to_string()))?;
+    let report_data = cvm_keys::binding::report_data(
+        &challenge.nonce,
+        keys.public_key(),
+        opts.resource.as_bytes(),
+    );
+    let evidence = collect(
+        provider.clone(),
+        report_data,
+        opts.send_certs,
+        opts.evidence_timeout,
+    )
+    .await?;
+    let request = AttestRequest {
+        resource: opts.resource.clone(),
+        nonce: challenge.nonce,
+        tee: evidence.tee,
+        evidence: evidence.evidence,
+        certs: evidence.certs,
+        hpke_public_key: keys.public_key().to_vec(),
+    };
+    let resp = tokio::time::timeout(opts.timeout, client.attest(&request))
+        .await
+        .map_err(|_| timed_out("attest"))??;
+    open_secret(&keys, &opts.resource, &resp.secret)
+}
+
 /// Attests with `provider` and returns the released secret.
 pub async fn fetch(
     opts: &ServerOptions,
-    provider: &dyn Provider,
+    provider: Arc<dyn Provider>,
 ) -> Result<Zeroizing<Vec<u8>>, AgentError> {
     let tls = tls_config(&opts.ca, None).map_err(|e| AgentError::Tls {
         server: opts.server.clone(),
@@ -304,23 +396,11 @@ pub async fn fetch(
             }
             other => AgentError::Usage(other.to_string()),
         })?;
-        let result = tokio::time::timeout(
-            opts.timeout,
-            client.fetch_secret(
-                &opts.resource,
-                &Source {
-                    provider,
-                    send_certs: opts.send_certs,
-                },
-            ),
-        )
-        .await;
-        let err = match result {
-            Ok(Ok(released)) => return Ok(released.value),
-            Ok(Err(e)) => e,
-            Err(_) => ClientError::Io(format!("timed out after {:?}", opts.timeout)),
+        let err = match attempt(opts, &mut client, &provider).await {
+            Ok(secret) => return Ok(secret),
+            Err(e) => e,
         };
-        match classify(opts, provider, err) {
+        match classify(opts, provider.as_ref(), err) {
             Failure::Fatal(e) => return Err(e),
             Failure::Retry(m) => {
                 last = m;
@@ -352,9 +432,16 @@ pub enum Unlocker {
         input: PathBuf,
         /// The plaintext's path, or `-` for stdout.
         output: String,
+        /// Replace an existing output (`--force`).
+        force: bool,
     },
-    /// Write the secret itself to a new file (mode 0600).
-    SecretFile(PathBuf),
+    /// Write the secret itself to a file (mode 0600, written atomically).
+    SecretFile {
+        /// The file.
+        path: PathBuf,
+        /// Replace an existing file (`--force`).
+        force: bool,
+    },
     /// Open a LUKS2 device with the secret as its key (given to `cryptsetup` on stdin, never in argv).
     Luks {
         /// The block device.
@@ -373,15 +460,35 @@ pub enum Unlocker {
 }
 
 impl Unlocker {
-    /// Checks what can be checked before attesting (the sealed input is readable).
+    /// Checks what can be checked before attesting: the sealed input is readable, and an output that
+    /// exists is only there to be replaced with `--force`.
     pub fn preflight(&self) -> Result<(), AgentError> {
-        if let Unlocker::Sealed { input, .. } = self {
-            std::fs::File::open(input).map_err(|source| AgentError::Io {
-                what: format!("open sealed input {}", input.display()),
-                source,
-            })?;
+        let fresh = |path: &Path, force: bool| {
+            if !force && path.symlink_metadata().is_ok() {
+                return Err(AgentError::OutputExists {
+                    path: path.to_owned(),
+                });
+            }
+            Ok(())
+        };
+        match self {
+            Unlocker::Sealed {
+                input,
+                output,
+                force,
+            } => {
+                std::fs::File::open(input).map_err(|source| AgentError::Io {
+                    what: format!("open sealed input {}", input.display()),
+                    source,
+                })?;
+                if output != "-" {
+                    fresh(Path::new(output), *force)?;
+                }
+                Ok(())
+            }
+            Unlocker::SecretFile { path, force } => fresh(path, *force),
+            Unlocker::Luks { .. } | Unlocker::Nothing => Ok(()),
         }
-        Ok(())
     }
 
     /// Applies the released `secret` for `resource`.
@@ -414,14 +521,28 @@ impl Unlocker {
                     }
                 }
             }
-            Unlocker::SecretFile(path) => {
-                write_private(path, secret)?;
+            Unlocker::SecretFile { path, force } => {
+                cvm_keys::fsutil::write_private_atomically(path, secret, *force).map_err(
+                    |source| match source.kind() {
+                        std::io::ErrorKind::AlreadyExists => {
+                            AgentError::OutputExists { path: path.clone() }
+                        }
+                        _ => AgentError::Io {
+                            what: format!("write {}", path.display()),
+                            source,
+                        },
+                    },
+                )?;
                 Ok(format!(
                     "secret {resource:?} written to {} (mode 0600)",
                     path.display()
                 ))
             }
-            Unlocker::Sealed { input, output } => {
+            Unlocker::Sealed {
+                input,
+                output,
+                force,
+            } => {
                 let key = secret_to_key(resource, secret)?;
                 let file = std::fs::File::open(input).map_err(|source| AgentError::Io {
                     what: format!("open sealed input {}", input.display()),
@@ -438,7 +559,7 @@ impl Unlocker {
                     let w = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
                     cvm_keys::seal::unseal_stream(&key, reader, w).map_err(unseal_err)?
                 } else {
-                    cvm_keys::seal::unseal_to_path(&key, reader, Path::new(output), true)
+                    cvm_keys::seal::unseal_to_path(&key, reader, Path::new(output), *force)
                         .map_err(unseal_err)?
                 };
                 Ok(format!(
@@ -546,39 +667,6 @@ pub fn secret_to_key(resource: &str, secret: &[u8]) -> Result<Key256, AgentError
     })
 }
 
-/// Writes `data` to `path` with mode 0600: a temporary file in the same directory, fsynced, then renamed.
-pub fn write_private(path: &Path, data: &[u8]) -> Result<(), AgentError> {
-    let io = |what: String| move |source| AgentError::Io { what, source };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| AgentError::Usage(format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.cvm-agent-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(format!("create {}", tmp.display())))?;
-        f.write_all(data)
-            .and_then(|()| f.sync_all())
-            .map_err(io(format!("write {}", tmp.display())))?;
-        std::fs::rename(&tmp, path).map_err(io(format!("rename to {}", path.display())))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -645,14 +733,84 @@ mod tests {
         assert!(!hint("SOMETHING_NEW", "r").is_empty());
     }
 
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
     #[test]
-    fn private_file_is_0600_and_keys_parse() {
+    fn the_secret_file_is_0600_and_never_replaced_without_force() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
-        write_private(&p, b"abc").unwrap();
+        let write = |force| Unlocker::SecretFile {
+            path: p.clone(),
+            force,
+        };
+        write(false).preflight().unwrap();
+        write(false).apply("r", b"abc").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"abc");
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        // It exists now: refused before attesting, and at the write (another process made it meanwhile).
+        let e = write(false).preflight().unwrap_err();
+        assert!(matches!(e, AgentError::OutputExists { .. }), "{e}");
+        assert!(e.to_string().contains("--force"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert!(matches!(
+            write(false).apply("r", b"new").unwrap_err(),
+            AgentError::OutputExists { .. }
+        ));
+        assert_eq!(std::fs::read(&p).unwrap(), b"abc");
+        write(true).preflight().unwrap();
+        write(true).apply("r", b"new").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert_eq!(names(dir.path()), ["s"]);
+    }
+
+    #[test]
+    fn a_planted_temporary_name_neither_blocks_nor_receives_the_secret() {
+        // The old writer used `.NAME.cvm-agent-PID`: anyone who could guess it could make the write fail
+        // (or, with a link, point it elsewhere). The shared writer's names are random.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        let planted = dir
+            .path()
+            .join(format!(".s.cvm-agent-{}", std::process::id()));
+        std::fs::write(&planted, b"planted").unwrap();
+        Unlocker::SecretFile {
+            path: p.clone(),
+            force: false,
+        }
+        .apply("r", b"abc")
+        .unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"abc");
+        assert_eq!(std::fs::read(&planted).unwrap(), b"planted");
+    }
+
+    #[test]
+    fn a_failed_secret_write_leaves_nothing_behind() {
+        // The destination is a non-empty directory: the rename fails after the temporary file was
+        // written; the temporary file (mode 0600, holding the secret) must go.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("x"), b"").unwrap();
+        let e = Unlocker::SecretFile {
+            path: d.clone(),
+            force: true,
+        }
+        .apply("r", b"abc")
+        .unwrap_err();
+        assert!(e.to_string().contains("write"), "{e}");
+        assert_eq!(names(dir.path()), ["d"]);
+    }
+
+    #[test]
+    fn keys_parse() {
         assert!(secret_to_key("r", &[1; 32]).is_ok());
         let k = Key256::from_bytes([2; 32]);
         let parsed = secret_to_key("r", k.to_file_contents().as_bytes()).unwrap();

@@ -99,7 +99,7 @@ fn unlocks_a_50_mib_sealed_file_to_a_path_and_to_stdout() {
     assert!(std::fs::read(&out).unwrap() == plain);
     assert_eq!(mode(&out), 0o600);
     assert!(
-        stderr(&o).contains("snp-format evidence from the simulated PSP socket"),
+        stderr(&o).contains("snp-format evidence from the simulated PSP at"),
         "{}",
         stderr(&o)
     );
@@ -136,6 +136,60 @@ fn writes_the_secret_and_runs_the_workload_with_it() {
         String::from_utf8_lossy(&o.stdout),
         "workload saw s3cret-token"
     );
+}
+
+#[test]
+fn an_existing_output_is_replaced_only_with_force() {
+    let e = env(common::MEASUREMENT);
+    let key = Key256::generate().unwrap();
+    let sealed = e.path("data.sealed");
+    seal_to_path(
+        &key,
+        &b"fresh plaintext"[..],
+        Path::new(&sealed),
+        SealOptions::default(),
+        false,
+    )
+    .unwrap();
+    e.s.put(&e.f, "disk", key.as_bytes());
+    e.s.put(&e.f, "token", b"fresh secret");
+    let out = e.path("plain");
+    let secret = e.path("secret");
+    std::fs::write(&out, b"the workload's data").unwrap();
+    std::fs::write(&secret, b"an older secret").unwrap();
+    // As `cvm-keys unseal`: refused (usage, exit 2) before attesting, the file untouched.
+    for (resource, args, path, old) in [
+        (
+            "disk",
+            vec!["--sealed", &sealed, "--out", &out],
+            &out,
+            &b"the workload's data"[..],
+        ),
+        (
+            "token",
+            vec!["--secret-out", &secret],
+            &secret,
+            &b"an older secret"[..],
+        ),
+    ] {
+        let o = e.unlock(resource, &args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("attesting"), "{}", stderr(&o));
+        assert_eq!(std::fs::read(path).unwrap(), old);
+    }
+    let o = e.unlock("disk", &["--sealed", &sealed, "--out", &out, "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), b"fresh plaintext");
+    let o = e.unlock("token", &["--secret-out", &secret, "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&secret).unwrap(), b"fresh secret");
+    assert_eq!(mode(&secret), 0o600);
+    // Nothing but the files themselves in the directory.
+    assert_eq!(std::fs::read_dir(e.work.path()).unwrap().count(), 3);
+    // --force alone means nothing.
+    let o = e.unlock("token", &["--force"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! File-system helpers: owner-only files that are never overwritten by accident, and atomic replacement
-//! (write to a temporary file in the same directory, fsync, rename, fsync the directory).
+//! (write to a temporary file in the same directory, fsync, rename, fsync the directory). Other crates use
+//! [`write_private_atomically`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -111,11 +112,60 @@ impl AtomicFile {
     }
 }
 
+/// Writes `data` to `dest` with mode 0600, atomically and durably: a temporary file with an unpredictable
+/// name next to `dest`, fsynced, moved into place, the directory fsynced. On any failure the temporary file
+/// is removed and `dest` is as it was. With `overwrite == false` an existing `dest` is never replaced (the
+/// error is `AlreadyExists`).
+pub fn write_private_atomically(dest: &Path, data: &[u8], overwrite: bool) -> io::Result<()> {
+    use std::io::Write;
+    let mut tmp = AtomicFile::create(dest)?;
+    tmp.file()?.write_all(data)?;
+    tmp.commit(overwrite)
+}
+
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         self.file.take();
         if !self.tmp.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn atomic_private_writes_replace_only_when_asked_and_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        write_private_atomically(&p, b"one", false).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let e = write_private_atomically(&p, b"two", false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        write_private_atomically(&p, b"two", true).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        // A destination that cannot be replaced (a non-empty directory): the temporary file goes away.
+        let d = dir.path().join("d");
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("x"), b"").unwrap();
+        assert!(write_private_atomically(&d, b"three", true).is_err());
+        assert_eq!(names(dir.path()), ["d", "secret"]);
     }
 }

@@ -8,6 +8,7 @@
 //! - [`seal`]: sealed files (chunked AES-256-GCM STREAM), streaming in constant memory.
 //! - [`keyfile`]: 256-bit key files.
 //! - [`ca`]: a P-256 CA with server and admin client certificates for mutual TLS.
+//! - [`fsutil`]: owner-only files and atomic, durable replacement.
 //! - [`bench`](mod@bench): the throughput benchmark behind `cvm-keys bench`.
 
 #![forbid(unsafe_code)]
@@ -17,7 +18,7 @@ pub mod bench;
 pub mod binding;
 pub mod ca;
 pub mod cbor;
-mod fsutil;
+pub mod fsutil;
 pub mod hpke;
 pub mod keyfile;
 pub mod seal;

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 pub const MEASUREMENT: [u8; 48] = [0x5a; 48];
 pub const OTHER: [u8; 48] = [0x33; 48];
@@ -207,13 +207,49 @@ impl PspSocket {
     }
 }
 
-/// A fake configfs-tsm tree in a temp dir: entries get `provider` and `generation`, writes to `inblob`
-/// bump the generation, and `outblob` is produced by the simulator from `inblob` when read.
+/// What the fake configfs-tsm entry's `auxblob` does.
+#[derive(Clone, Debug)]
+pub enum Aux {
+    /// The host's table with these certificates (default: the simulated VCEK).
+    Table(Vec<cvm_agent::certtable::HostCert>),
+    /// No `auxblob` file (a provider that hides it).
+    Absent,
+    /// Zero bytes: the host supplied no certificates (`sev_report_new` leaves `auxblob` unset).
+    Empty,
+    /// Reading fails with this errno.
+    Fails(i32),
+}
+
+/// A fake configfs-tsm tree in a temp dir, modelling `drivers/virt/coco/guest/report.c` (formerly
+/// `drivers/virt/coco/tsm.c`) and its two providers:
+/// - a new entry has `provider`, `generation` 0 and (for `sev_guest`, `sev_report_attr_visible`)
+///   `privlevel_floor`; `tsm_report_privlevel_store` refuses a level below the floor or above 3 with
+///   `EINVAL` before counting the write; every accepted write (`privlevel`, `inblob`) bumps `generation`
+///   (`try_advance_write_generation`);
+/// - `outblob` is produced from `inblob` when read: an SNP report at the written `privlevel` (0 when none was
+///   written, which the firmware refuses below the floor: `sev_report_new` maps INVALID_PARAM to `EINVAL`)
+///   or a TDX quote; a TDX read can first fail `busy` times with `EBUSY` (`tdx_report_new` while an earlier
+///   quote is in flight);
+/// - `auxblob` per [`Aux`];
+/// - another writer can bump `generation` right after a given attribute is written or while one is read
+///   (`race_at`), `race_times` times (`usize::MAX`: always).
 pub struct FakeTsm {
     pub provider: &'static str,
     pub measurement: [u8; 48],
-    /// Bump the generation while `outblob` is read (another writer racing).
-    pub race: AtomicBool,
+    pub floor: u32,
+    pub aux: Mutex<Aux>,
+    /// The SNP report says it was signed by the VLEK (SIGNING_KEY 1).
+    pub vlek_signed: AtomicBool,
+    pub busy: AtomicUsize,
+    pub race_at: Mutex<Option<&'static str>>,
+    pub race_times: AtomicUsize,
+    /// Every attribute write, in order: (name, bytes).
+    pub writes: Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+/// The report's flags word with SIGNING_KEY set to VLEK (1 in bits 4:2).
+pub fn mark_vlek_signed(report: &mut [u8]) {
+    report[0x48] = (report[0x48] & !0x1c) | (1 << 2);
 }
 
 impl FakeTsm {
@@ -221,8 +257,23 @@ impl FakeTsm {
         FakeTsm {
             provider,
             measurement: MEASUREMENT,
-            race: AtomicBool::new(false),
+            floor: 0,
+            aux: Mutex::new(Aux::Table(vec![cvm_agent::certtable::HostCert {
+                kind: cvm_agent::certtable::CertKind::Vcek,
+                der: simulator().amd.vcek_der().to_vec(),
+            }])),
+            vlek_signed: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+            race_at: Mutex::new(None),
+            race_times: AtomicUsize::new(0),
+            writes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Another writer bumps `generation` at `at`, `times` times.
+    pub fn race(&self, at: &'static str, times: usize) {
+        *self.race_at.lock().unwrap() = Some(at);
+        self.race_times.store(times, Ordering::SeqCst);
     }
 
     fn bump(&self, entry: &Path) -> std::io::Result<()> {
@@ -232,51 +283,115 @@ impl FakeTsm {
             .unwrap();
         std::fs::write(entry.join("generation"), format!("{}\n", g + 1))
     }
+
+    fn maybe_race(&self, entry: &Path, step: &str) -> std::io::Result<()> {
+        if *self.race_at.lock().unwrap() != Some(step) {
+            return Ok(());
+        }
+        let left = self.race_times.load(Ordering::SeqCst);
+        if left == 0 {
+            return Ok(());
+        }
+        if left != usize::MAX {
+            self.race_times.store(left - 1, Ordering::SeqCst);
+        }
+        self.bump(entry)
+    }
+
+    fn errno(n: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(n)
+    }
 }
 
 impl TsmFs for FakeTsm {
     fn create_dir(&self, path: &Path) -> std::io::Result<()> {
         std::fs::create_dir(path)?;
         std::fs::write(path.join("provider"), format!("{}\n", self.provider))?;
+        if self.provider == "sev_guest" {
+            std::fs::write(path.join("privlevel_floor"), format!("{}\n", self.floor))?;
+        }
         std::fs::write(path.join("generation"), "0\n")
     }
     fn write(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+        let entry = path.parent().unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        self.writes
+            .lock()
+            .unwrap()
+            .push((name.clone(), data.to_vec()));
+        match name.as_str() {
+            "privlevel" => {
+                let v: u32 = std::str::from_utf8(data)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                    .ok_or_else(|| Self::errno(libc::EINVAL))?;
+                if self.provider != "sev_guest" {
+                    return Err(Self::errno(libc::EACCES));
+                }
+                if self.floor > v || v > 3 {
+                    return Err(Self::errno(libc::EINVAL));
+                }
+            }
+            "inblob" if data.len() > 64 => return Err(Self::errno(libc::EINVAL)),
+            "inblob" => {}
+            _ => return Err(Self::errno(libc::EACCES)),
+        }
         std::fs::write(path, data)?;
-        self.bump(path.parent().unwrap())
+        self.bump(entry)?;
+        self.maybe_race(entry, &name)
     }
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         let entry = path.parent().unwrap();
         let sim = simulator();
         match path.file_name().and_then(|n| n.to_str()) {
             Some("outblob") => {
+                self.maybe_race(entry, "outblob")?;
                 let rd: [u8; 64] = std::fs::read(entry.join("inblob"))?.try_into().unwrap();
-                if self.race.load(Ordering::SeqCst) {
-                    self.bump(entry)?;
-                }
-                Ok(if self.provider == "sev_guest" {
-                    sim.amd
+                if self.provider == "sev_guest" {
+                    let vmpl: u32 = std::fs::read_to_string(entry.join("privlevel"))
+                        .map(|t| t.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    if vmpl < self.floor {
+                        return Err(Self::errno(libc::EINVAL));
+                    }
+                    let mut report = sim
+                        .amd
                         .snp_report(&SnpRequest {
                             report_data: rd,
                             measurement: self.measurement,
+                            vmpl,
                             ..SnpRequest::default()
                         })
-                        .unwrap()
+                        .unwrap();
+                    if self.vlek_signed.load(Ordering::SeqCst) {
+                        mark_vlek_signed(&mut report);
+                    }
+                    Ok(report)
                 } else {
-                    sim.intel
+                    let busy = self.busy.load(Ordering::SeqCst);
+                    if busy > 0 {
+                        self.busy.store(busy - 1, Ordering::SeqCst);
+                        return Err(Self::errno(libc::EBUSY));
+                    }
+                    Ok(sim
+                        .intel
                         .tdx_quote(&TdxRequest {
                             report_data: rd,
                             mrtd: self.measurement,
                             ..TdxRequest::default()
                         })
-                        .unwrap()
-                })
+                        .unwrap())
+                }
             }
-            Some("auxblob") if self.provider == "sev_guest" => Ok(cvm_agent::certtable::encode(&[
-                cvm_agent::certtable::HostCert {
-                    kind: cvm_agent::certtable::CertKind::Vcek,
-                    der: sim.amd.vcek_der().to_vec(),
-                },
-            ])),
+            Some("auxblob") if self.provider == "sev_guest" => {
+                self.maybe_race(entry, "auxblob")?;
+                match &*self.aux.lock().unwrap() {
+                    Aux::Table(certs) => Ok(cvm_agent::certtable::encode(certs)),
+                    Aux::Absent => Err(std::io::ErrorKind::NotFound.into()),
+                    Aux::Empty => Ok(Vec::new()),
+                    Aux::Fails(n) => Err(Self::errno(*n)),
+                }
+            }
             _ => std::fs::read(path),
         }
     }
