@@ -72,8 +72,17 @@ fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
 
-/// Runs the benchmark with `rounds` boots of each variant, printing to `out`.
-pub fn run(rounds: u32, out: &mut dyn Write) -> Result<(), BenchError> {
+/// Prints a run's console lines with the time each arrived.
+fn print_timeline(out: &mut dyn Write, name: &str, run: &GuestRun) {
+    let _ = writeln!(out, "timeline of the last {name} boot:");
+    for (t, line) in &run.timeline {
+        let _ = writeln!(out, "  {:>8.3}  {line}", t.as_secs_f64());
+    }
+}
+
+/// Runs the benchmark with `rounds` boots of each variant, printing to `out` (with `timeline`, also the
+/// last round's console lines with their times).
+pub fn run(rounds: u32, timeline: bool, out: &mut dyn Write) -> Result<(), BenchError> {
     let bin_dir = Programs::dir_of_current_exe()?;
     let programs = Programs::find(&bin_dir, &mut |m| {
         let _ = writeln!(out, "cvm-launch bench: {m}");
@@ -139,6 +148,10 @@ pub fn run(rounds: u32, out: &mut dyn Write) -> Result<(), BenchError> {
         );
         attested.push(ta);
         baseline.push(tb);
+        if timeline && round + 1 == rounds {
+            print_timeline(out, "attested", &a);
+            print_timeline(out, "baseline", &b);
+        }
     }
     let col = |v: &[Times], f: fn(&Times) -> Option<Duration>| -> Option<Duration> {
         v.iter().map(f).collect::<Option<Vec<_>>>().map(median)

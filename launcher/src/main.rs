@@ -170,6 +170,9 @@ enum Command {
         /// Boots of each variant (interleaved).
         #[arg(long, default_value_t = 5)]
         rounds: u32,
+        /// Also print the last round's console lines, each with the time it arrived.
+        #[arg(long)]
+        timeline: bool,
     },
     /// Relay stdin/stdout to a service on this host's loopback (what QEMU runs for each guest
     /// connection to the forwarded attestation address; not for direct use).
@@ -425,8 +428,8 @@ fn main() -> ExitCode {
         Command::Run(args) => cvm_launch::run::command(*args),
         Command::Image(args) => cvm_launch::image::command::command(&args),
         Command::GuestKit { install, dir } => guest_kit(install, dir),
-        Command::Bench { rounds } => {
-            match cvm_launch::bench::run(rounds.max(1), &mut std::io::stdout()) {
+        Command::Bench { rounds, timeline } => {
+            match cvm_launch::bench::run(rounds.max(1), timeline, &mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("cvm-launch bench: {e}");
