@@ -62,6 +62,13 @@ fn sha_line(run: &GuestRun, path: &str) -> Option<String> {
         .map(|l| l[..64].to_owned())
 }
 
+/// Boots `image` with `disks` (the console in `console.log`).
+fn boot(stack: &Stack, kit: &Kit, service: &Service, image: &str, disks: &[&str]) -> GuestRun {
+    stack
+        .boot_linux(kit, service, image, disks, "console.log", &[])
+        .unwrap()
+}
+
 fn assert_powered_off(run: &GuestRun) {
     assert!(
         run.launcher.status.success() && run.launcher.output.contains("the guest powered off"),
@@ -123,16 +130,7 @@ fn the_agent_in_the_guest_opens_a_luks2_volume_and_the_workload_reads_it() {
         &payload()
     ));
 
-    let run = stack
-        .boot_linux(
-            &kit,
-            &service,
-            "guest.img",
-            &["disk.img"],
-            "console.log",
-            &[],
-        )
-        .unwrap();
+    let run = boot(&stack, &kit, &service, "guest.img", &["disk.img"]);
     assert_powered_off(&run);
     assert!(run.kernel_version().is_some(), "{}", run.console);
     assert!(
@@ -169,16 +167,7 @@ fn a_tampered_initrd_is_refused_and_the_volume_stays_locked() {
     let image = std::fs::read(stack.path("guest.img")).unwrap();
     write(&stack, "tampered.img", &tamper_image(&image));
 
-    let run = stack
-        .boot_linux(
-            &kit,
-            &service,
-            "tampered.img",
-            &["disk.img"],
-            "console.log",
-            &[],
-        )
-        .unwrap();
+    let run = boot(&stack, &kit, &service, "tampered.img", &["disk.img"]);
     // The guest booted the same way, its agent was refused, and it powered off.
     assert_powered_off(&run);
     assert!(run.kernel_version().is_some(), "{}", run.console);
@@ -256,16 +245,7 @@ fn the_agent_in_the_guest_unseals_a_file_from_a_virtio_disk() {
     stack
         .register(&service, "data", "data.key", "policy.toml")
         .unwrap();
-    let run = stack
-        .boot_linux(
-            &kit,
-            &service,
-            "guest.img",
-            &["in.img,ro"],
-            "console.log",
-            &[],
-        )
-        .unwrap();
+    let run = boot(&stack, &kit, &service, "guest.img", &["in.img,ro"]);
     assert_powered_off(&run);
     assert_eq!(
         sha_line(&run, "/run/payload.bin"),
@@ -311,16 +291,7 @@ fn tdx_format_evidence_from_inside_the_guest_unlocks_too() {
     stack
         .register(&service, "disk", "disk.key", "policy.toml")
         .unwrap();
-    let run = stack
-        .boot_linux(
-            &kit,
-            &service,
-            "guest.img",
-            &["disk.img"],
-            "console.log",
-            &[],
-        )
-        .unwrap();
+    let run = boot(&stack, &kit, &service, "guest.img", &["disk.img"]);
     assert_powered_off(&run);
     assert!(
         run.console

@@ -12,6 +12,7 @@
 //! Without `/dev/kvm` step 6 serves the launch plan's simulated PSP from this process instead (no guest
 //! code runs) and says so.
 
+use super::service_step;
 use super::stack::{Guest, Stack, StackError};
 use super::{
     DemoError, DemoOptions, Ending, Steps, TAMPERED_OFFSET, TEST_GUEST, sample_workload, tampered,
@@ -61,14 +62,7 @@ fn flow(stack: &Stack, opts: &DemoOptions, kvm: bool, steps: &mut Steps) -> Resu
             Ok(((), format!("workload.sealed ({} bytes)", workload.len())))
         },
     )?;
-    let service = steps.run(
-        "attestation service (cvm-attest serve, simulated mode)",
-        || {
-            let s = stack.start_service()?;
-            let url = s.url.clone();
-            Ok((s, url))
-        },
-    )?;
+    let service = service_step(stack, steps)?;
     for (name, bytes) in [
         ("guest.bin", TEST_GUEST.to_vec()),
         ("tampered.bin", tampered()),

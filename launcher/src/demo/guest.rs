@@ -5,11 +5,10 @@
 //! together; the end-to-end tests reorder them.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::process::{Finished, run_to_end};
+use super::process::Finished;
 use super::stack::{EvidenceFormat, Service, Stack, StackError};
 use crate::kit::Kit;
 
@@ -63,7 +62,7 @@ impl Stack {
     pub fn ext4_disk(&self, kit: &Kit, source: &str, image: &str) -> Result<(), StackError> {
         let size = format!("{FS_MIB}M");
         let args = ["-q", "-t", "ext4", "-d", source, image, &size];
-        self.tool(&kit.mke2fs, &args, "mke2fs.log").map(drop)
+        self.checked(&kit.mke2fs, &args, "mke2fs.log").map(drop)
     }
 
     /// An ext4 filesystem of the files in `dir/source`, encrypted as a LUKS2 volume whose keyslot opens
@@ -87,13 +86,13 @@ impl Stack {
             })?;
         drop(file);
         let size = format!("{FS_MIB}M");
-        self.tool(
+        self.checked(
             &kit.mke2fs,
             &["-q", "-t", "ext4", "-d", source, image, &size],
             "mke2fs.log",
         )?;
         let reserve = format!("{LUKS_RESERVE_MIB}M");
-        self.tool(
+        self.checked(
             &kit.cryptsetup,
             &[
                 "reencrypt",
@@ -114,22 +113,6 @@ impl Stack {
             "cryptsetup.log",
         )
         .map(drop)
-    }
-
-    /// Runs a host tool in the working directory; a non-zero exit is an error.
-    fn tool(&self, program: &Path, args: &[&str], log: &str) -> Result<Finished, StackError> {
-        let mut cmd = Command::new(program);
-        cmd.args(args).current_dir(self.path(""));
-        let name = program.display().to_string();
-        let done = run_to_end(&name, &mut cmd, &self.path(log))?;
-        if !done.status.success() {
-            return Err(StackError::Failed {
-                command: format!("{name} {}", args.join(" ")),
-                status: done.status,
-                output: done.output,
-            });
-        }
-        Ok(done)
     }
 
     /// `cvm-launch image --out IMAGE` with the kit's busybox, cryptsetup and kernel modules, the stack's
@@ -174,27 +157,14 @@ impl Stack {
         format: EvidenceFormat,
     ) -> Result<String, StackError> {
         let launch = self.programs().launch.clone();
-        let kernel = kit.kernel.display().to_string();
-        let memory = GUEST_MEMORY_MIB.to_string();
         let evidence = match format {
             EvidenceFormat::Snp => "snp",
             EvidenceFormat::Tdx => "tdx",
         };
-        let args = [
-            "measure",
-            "--tee",
-            "sim",
-            "--kernel",
-            &kernel,
-            "--initrd",
-            image,
-            "--append",
-            GUEST_APPEND,
-            "--memory",
-            &memory,
-            "--evidence",
-            evidence,
-        ];
+        let mut args = vec!["measure".to_owned(), "--tee".into(), "sim".into()];
+        args.extend(boot_inputs(kit, image));
+        args.extend(["--evidence".to_owned(), evidence.into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let done = self.checked(&launch, &args, "measure.log")?;
         Ok(String::from_utf8_lossy(&done.stdout).into_owned())
     }
@@ -213,12 +183,7 @@ impl Stack {
         extra: &[&str],
     ) -> Result<GuestRun, StackError> {
         let launch = self.programs().launch.clone();
-        let kernel = kit.kernel.display().to_string();
-        let qemu = kit.qemu.display().to_string();
-        let memory = GUEST_MEMORY_MIB.to_string();
-        let timeout = GUEST_TIMEOUT_SECS.to_string();
-        let port = service.port().to_string();
-        let mut args = vec![
+        let mut args: Vec<String> = [
             "run",
             "--vmm",
             "qemu",
@@ -227,20 +192,18 @@ impl Stack {
             "--sim-dir",
             "sim",
             "--qemu",
-            &qemu,
-            "--kernel",
-            &kernel,
-            "--initrd",
-            image,
-            "--append",
-            GUEST_APPEND,
-            "--memory",
-            &memory,
-            "--attest-forward",
-            &port,
-            "--timeout",
-            &timeout,
-        ];
+        ]
+        .map(str::to_owned)
+        .into();
+        args.push(kit.qemu.display().to_string());
+        args.extend(boot_inputs(kit, image));
+        args.extend([
+            "--attest-forward".to_owned(),
+            service.port().to_string(),
+            "--timeout".into(),
+            GUEST_TIMEOUT_SECS.to_string(),
+        ]);
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
         for d in disks {
             args.extend(["--disk", d]);
         }
@@ -267,6 +230,21 @@ impl Stack {
             timeline,
         })
     }
+}
+
+/// The boot's measured inputs, the same for `measure` and `run`: `--kernel`, `--initrd IMAGE`, `--append`,
+/// `--memory`.
+fn boot_inputs(kit: &Kit, image: &str) -> [String; 8] {
+    [
+        "--kernel".into(),
+        kit.kernel.display().to_string(),
+        "--initrd".into(),
+        image.into(),
+        "--append".into(),
+        GUEST_APPEND.into(),
+        "--memory".into(),
+        GUEST_MEMORY_MIB.to_string(),
+    ]
 }
 
 /// Runs `cmd` to its end, timing each line of its stdout from the start; its stderr is kept whole.

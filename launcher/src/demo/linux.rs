@@ -5,7 +5,7 @@
 
 use super::guest::{GuestRun, tamper_image};
 use super::stack::{Stack, StackError};
-use super::{DemoError, DemoOptions, Steps, sample_workload};
+use super::{DemoError, DemoOptions, Steps, sample_workload, service_step};
 use crate::kit::Kit;
 
 /// Where the workload's data is, in the guest.
@@ -65,14 +65,7 @@ pub(super) fn flow(
             ))
         },
     )?;
-    let service = steps.run(
-        "attestation service (cvm-attest serve, simulated mode)",
-        || {
-            let s = stack.start_service()?;
-            let url = s.url.clone();
-            Ok((s, url))
-        },
-    )?;
+    let service = service_step(stack, steps)?;
     let tee = match format {
         super::stack::EvidenceFormat::Snp => "sim",
         super::stack::EvidenceFormat::Tdx => "sim-tdx",

@@ -244,6 +244,18 @@ fn linux_kit(
     }
 }
 
+/// The attestation service, started as a step.
+fn service_step(stack: &Stack, steps: &mut Steps) -> Result<stack::Service, DemoError> {
+    steps.run(
+        "attestation service (cvm-attest serve, simulated mode)",
+        || {
+            let s = stack.start_service()?;
+            let url = s.url.clone();
+            Ok((s, url))
+        },
+    )
+}
+
 /// Steps 1: the CA, the KEK, the simulator.
 fn common_setup(stack: &Stack, steps: &mut Steps) -> Result<(), DemoError> {
     steps.run(
