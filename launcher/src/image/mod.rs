@@ -416,7 +416,15 @@ fn add_programs(
         )?;
     }
     let hosts: Vec<PathBuf> = programs.iter().map(|(h, _)| h.clone()).collect();
+    // One copy per host file: a second name for it (the loader as PT_INTERP and as a DT_NEEDED entry)
+    // becomes a link to the first.
+    let mut copied: std::collections::BTreeMap<PathBuf, String> = std::collections::BTreeMap::new();
     for (guest, host) in elf::closure(&hosts, &elf::library_dirs(&spec.library_dirs))? {
+        let canonical = std::fs::canonicalize(&host).unwrap_or_else(|_| host.clone());
+        if let Some(first) = copied.get(&canonical) {
+            tree.insert(&guest, Node::Symlink(first.clone()))?;
+            continue;
+        }
         let data = read("shared library", &host)?;
         tree.insert(
             &guest,
@@ -425,6 +433,7 @@ fn add_programs(
                 executable: true,
             },
         )?;
+        copied.insert(canonical, guest);
     }
     Ok(())
 }
