@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use tokio::sync::oneshot;
 
-pub const ALLOW_ALL: &str = "allow_debug = false\n";
+/// A policy that lets any (non-debug) guest have the secret: tests that never attest use it.
+pub const ALLOW_ALL: &str = "allow_any_measurement = true\n";
 
 /// A directory with everything a service needs.
 pub struct Fixture {
@@ -126,4 +127,72 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A TLS connection to the service made by hand (requests the protocol client would never send), from
+/// `local` (any loopback address: 127.0.0.0/8 is all loopback on Linux) with an optional small receive
+/// buffer (so that a client that does not read fills its window quickly).
+pub async fn tls_stream(
+    f: &Fixture,
+    addr: SocketAddr,
+    local: std::net::IpAddr,
+    recv_buffer: Option<u32>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    let tcp = socket.connect(addr).await?;
+    let tls = tls_config(&f.path("pki/ca.pem"), None).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+}
+
+/// Send `request` (raw HTTP/1.1 bytes, which should say `connection: close`) over a fresh TLS connection
+/// and return everything the service answers until it closes.
+pub async fn raw_exchange(f: &Fixture, addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tls_stream(f, addr, [127, 0, 0, 1].into(), None)
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    s.flush().await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut out)).await;
+    out
+}
+
+/// A POST of `body` to `path` with the given extra header lines (each ending in `\r\n`).
+pub fn post(path: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n{headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// The status code and body of a raw HTTP/1.1 answer.
+pub fn status_and_body(answer: &[u8]) -> (u16, Vec<u8>) {
+    let text = String::from_utf8_lossy(answer);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| answer[i + 4..].to_vec())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The server's metrics text.
+pub async fn metrics(f: &Fixture, addr: SocketAddr) -> String {
+    f.client(addr).metrics().await.unwrap()
 }
