@@ -43,6 +43,11 @@ impl Fixture {
         Config::load(&self.path("config.toml")).unwrap()
     }
 
+    /// The TLS configuration of an anonymous client.
+    pub fn anon_tls(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        tls_config(&self.path("pki/ca.pem"), None).unwrap()
+    }
+
     /// An anonymous client.
     pub fn client(&self, addr: SocketAddr) -> Client {
         let tls = tls_config(&self.path("pki/ca.pem"), None).unwrap();
@@ -133,29 +138,37 @@ impl Drop for Process {
 /// `local` (any loopback address: 127.0.0.0/8 is all loopback on Linux) with an optional small receive
 /// buffer (so that a client that does not read fills its window quickly).
 pub async fn tls_stream(
-    f: &Fixture,
+    tls: std::sync::Arc<rustls::ClientConfig>,
     addr: SocketAddr,
     local: std::net::IpAddr,
     recv_buffer: Option<u32>,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(local, 0))?;
-    if let Some(size) = recv_buffer {
-        socket.set_recv_buffer_size(size)?;
-    }
-    let tcp = socket.connect(addr).await?;
-    let tls = tls_config(&f.path("pki/ca.pem"), None).unwrap();
+    let tcp = tcp_from(addr, local, recv_buffer).await?;
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
     tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
 }
 
+/// A TCP connection to `addr` from `local` (port chosen by the kernel).
+pub async fn tcp_from(
+    addr: SocketAddr,
+    local: std::net::IpAddr,
+    recv_buffer: Option<u32>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    socket.connect(addr).await
+}
+
 /// Send `request` (raw HTTP/1.1 bytes, which should say `connection: close`) over a fresh TLS connection
 /// and return everything the service answers until it closes.
 pub async fn raw_exchange(f: &Fixture, addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tls_stream(f, addr, [127, 0, 0, 1].into(), None)
+    let mut s = tls_stream(f.anon_tls(), addr, [127, 0, 0, 1].into(), None)
         .await
         .unwrap();
     s.write_all(request).await.unwrap();
@@ -192,7 +205,19 @@ pub fn status_and_body(answer: &[u8]) -> (u16, Vec<u8>) {
     (status, body)
 }
 
-/// The server's metrics text.
-pub async fn metrics(f: &Fixture, addr: SocketAddr) -> String {
-    f.client(addr).metrics().await.unwrap()
+/// One sample of the server's metrics (0 when absent).
+pub async fn metric(f: &Fixture, addr: SocketAddr, series: &str) -> f64 {
+    let text = f.client(addr).metrics().await.unwrap();
+    cvm_attest::server::metrics::sample(&text, series).unwrap_or(0.0)
+}
+
+/// The resident memory of process `pid` in bytes (VmRSS of /proc/PID/status).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
 }
