@@ -485,3 +485,37 @@ fn revocation_comes_after_bindings_and_before_policy() {
         Some(Reason::PolicyDebug)
     );
 }
+
+#[test]
+fn an_ask_whose_signature_by_the_trusted_ark_fails_is_chain_invalid_not_untrusted_root() {
+    let w = milan();
+    let r = report(&w.vcek, (0x19, 0x01), &w.chip, MILAN_TCB);
+    // The last byte of the ASK's DER is the last byte of its signature.
+    let mut bad_ask = w.ask.der.clone();
+    *bad_ask.last_mut().unwrap() ^= 1;
+    let verifier = SnpVerifier::with_trust_roots(std::slice::from_ref(&w.ark.der))
+        .unwrap()
+        .allow_simulated(true);
+    let v = verifier.verify(
+        &r,
+        &SnpInputs {
+            certs: &[w.vcek.der.clone(), bad_ask],
+            crls: &[],
+            policy: &Policy::default(),
+            at: AT,
+        },
+    );
+    assert_eq!(reason(&v), Some(Reason::ChainInvalid), "{:?}", v.outcome);
+    // The intact ASK under a root that does not name it: the chain's top is not trusted.
+    let builtin = SnpVerifier::new().unwrap();
+    let v = builtin.verify(
+        &r,
+        &SnpInputs {
+            certs: &[w.vcek.der.clone(), w.ask.der.clone()],
+            crls: &[],
+            policy: &Policy::default(),
+            at: AT,
+        },
+    );
+    assert_eq!(reason(&v), Some(Reason::UntrustedRoot), "{:?}", v.outcome);
+}
