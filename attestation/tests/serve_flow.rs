@@ -139,6 +139,17 @@ fn simulated_fixture() -> Fixture {
     )
 }
 
+/// A simulated-mode service holding the secret "db" (value "v") under [`policy`].
+async fn serving_db() -> (Fixture, Running) {
+    let f = simulated_fixture();
+    let s = Running::start(&f.config()).await;
+    f.admin(s.addr)
+        .put_secret("db", b"v", &policy())
+        .await
+        .unwrap();
+    (f, s)
+}
+
 async fn fetch(
     f: &Fixture,
     s: &Running,
@@ -206,12 +217,7 @@ async fn releases_the_secret_to_snp_and_tdx_guests_with_a_verifiable_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_bad_evidence_with_the_right_code_and_no_secret() {
-    let f = simulated_fixture();
-    let s = Running::start(&f.config()).await;
-    f.admin(s.addr)
-        .put_secret("db", b"v", &policy())
-        .await
-        .unwrap();
+    let (f, s) = serving_db().await;
     for tee in [TeeKind::Snp, TeeKind::Tdx] {
         let good = Guest::good(tee);
         let cases: [(Guest, &[&str]); 4] = [
@@ -262,12 +268,7 @@ async fn refuses_bad_evidence_with_the_right_code_and_no_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nonce_releases_at_most_once() {
-    let f = simulated_fixture();
-    let s = Running::start(&f.config()).await;
-    f.admin(s.addr)
-        .put_secret("db", b"v", &policy())
-        .await
-        .unwrap();
+    let (f, s) = serving_db().await;
     let mut c = f.client(s.addr);
     let challenge = c.challenge("db").await.unwrap();
     let keys = cvm_keys::hpke::HpkeKeyPair::generate().unwrap();
@@ -416,12 +417,7 @@ async fn a_policy_releases_nothing_to_a_tee_whose_measurement_it_leaves_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_resource_is_named_only_to_a_guest_that_attested() {
-    let f = simulated_fixture();
-    let s = Running::start(&f.config()).await;
-    f.admin(s.addr)
-        .put_secret("db", b"v", &policy())
-        .await
-        .unwrap();
+    let (f, s) = serving_db().await;
     for tee in [TeeKind::Snp, TeeKind::Tdx] {
         // Genuine, bound evidence: now the service says there is no such secret.
         let e = fetch(&f, &s, "nope", Guest::good(tee)).await.unwrap_err();

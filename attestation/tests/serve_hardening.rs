@@ -6,7 +6,7 @@
 
 mod serve_common;
 
-use cvm_attest::client::{Client, ClientError, tls_config};
+use cvm_attest::client::ClientError;
 use cvm_attest::protocol::{self as p};
 use cvm_attest::server::{Config, ServeError, Server};
 use serve_common::{ALLOW_ALL, Fixture, Running, post, raw_exchange, status_and_body};
@@ -425,17 +425,7 @@ async fn refused_admin_attempts_are_audited() {
     assert!(anon.list_secrets().await.is_err());
     assert!(anon.put_secret("db", b"v", ALLOW_ALL).await.is_err());
     // A client certificate from another CA: the handshake fails, and that is recorded too.
-    let other = tempfile::tempdir().unwrap();
-    cvm_keys::ca::init_ca(other.path(), &["127.0.0.1".to_string()]).unwrap();
-    let tls = tls_config(
-        &f.path("pki/ca.pem"),
-        Some((
-            &other.path().join("admin.pem"),
-            &other.path().join("admin.key"),
-        )),
-    )
-    .unwrap();
-    let mut foreign = Client::new(&format!("https://{}", s.addr), tls).unwrap();
+    let (mut foreign, _other_ca) = f.foreign_admin(s.addr);
     assert!(foreign.list_secrets().await.is_err());
     // The failed handshake's record is written by the service after the client saw the failure.
     let mut admin = f.admin(s.addr);

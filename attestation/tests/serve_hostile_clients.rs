@@ -25,19 +25,25 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what} did not complete within {LEGITIMATE_WITHIN:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_that_pipeline_and_never_read_are_cut_off_and_others_served() {
-    // Eight connections fill the service; a long header timeout, so only the write deadline can free them.
-    let f = Fixture::new(
-        "",
-        "[limits]\nmax_connections = 8\nwrite_timeout_secs = 2\nheader_timeout_secs = 120\n",
-    );
+/// The real binary with these limits, holding the secret "db".
+async fn serving_db(limits: &str) -> (Fixture, Process) {
+    let f = Fixture::new("", limits);
     let server = Process::start(&f.path("config.toml"));
-    let addr = server.addr;
-    f.admin(addr)
+    f.admin(server.addr)
         .put_secret("db", b"v", ALLOW_ALL)
         .await
         .unwrap();
+    (f, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_pipeline_and_never_read_are_cut_off_and_others_served() {
+    // Eight connections fill the service; a long header timeout, so only the write deadline can free them.
+    let (f, server) = serving_db(
+        "[limits]\nmax_connections = 8\nwrite_timeout_secs = 2\nheader_timeout_secs = 120\n",
+    )
+    .await;
+    let addr = server.addr;
     let tls = f.anon_tls();
     let mut attackers = Vec::new();
     for _ in 0..8 {
@@ -82,13 +88,8 @@ async fn clients_that_pipeline_and_never_read_are_cut_off_and_others_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legitimate_client_is_served_while_2000_idle_connections_churn() {
     // Default limits, but idle connections may hold a place for 30 s before their handshake times out.
-    let f = Fixture::new("", "[limits]\nheader_timeout_secs = 30\n");
-    let server = Process::start(&f.path("config.toml"));
+    let (f, server) = serving_db("[limits]\nheader_timeout_secs = 30\n").await;
     let addr = server.addr;
-    f.admin(addr)
-        .put_secret("db", b"v", ALLOW_ALL)
-        .await
-        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let connected = Arc::new(AtomicU32::new(0));
     let mut churn = Vec::new();
@@ -145,20 +146,15 @@ async fn a_legitimate_client_is_served_while_2000_idle_connections_churn() {
     }
     let churned = connected.load(Ordering::Relaxed);
     assert!(churned > 2000, "only {churned} connections churned");
-    let refused = metric(
-        &f,
-        addr,
-        "cvm_attest_connections_refused_total{reason=\"per_address_connections\"}",
-    )
-    .await;
-    assert!(refused > 0.0, "{refused}");
-    let per_address = metric(
-        &f,
-        addr,
-        "cvm_attest_limit{limit=\"max_connections_per_address\"}",
-    )
-    .await;
-    assert_eq!(per_address, 64.0);
+    let text = f.client(addr).metrics().await.unwrap();
+    let sample = |series: &str| cvm_attest::server::metrics::sample(&text, series).unwrap_or(0.0);
+    let refused =
+        sample("cvm_attest_connections_refused_total{reason=\"per_address_connections\"}");
+    assert!(refused > 0.0, "{text}");
+    assert_eq!(
+        sample("cvm_attest_limit{limit=\"max_connections_per_address\"}"),
+        64.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 
 mod serve_common;
 
-use cvm_attest::client::{Client, ClientError, tls_config};
+use cvm_attest::client::ClientError;
 use cvm_attest::protocol::{self as p, AttestRequest, TeeKind};
 use hyper::{Method, StatusCode};
 use serve_common::{ALLOW_ALL, Fixture, Running};
@@ -73,17 +73,7 @@ async fn admin_endpoints_need_a_client_certificate_from_the_admin_ca() {
         assert!(matches!(e, ClientError::Refused { status: 403, .. }));
     }
     // A certificate from another CA: the handshake fails, nothing is served.
-    let other = tempfile::tempdir().unwrap();
-    cvm_keys::ca::init_ca(other.path(), &["127.0.0.1".to_string()]).unwrap();
-    let tls = tls_config(
-        &f.path("pki/ca.pem"),
-        Some((
-            &other.path().join("admin.pem"),
-            &other.path().join("admin.key"),
-        )),
-    )
-    .unwrap();
-    let mut foreign = Client::new(&format!("https://{}", s.addr), tls).unwrap();
+    let (mut foreign, _other_ca) = f.foreign_admin(s.addr);
     let e = foreign.list_secrets().await.unwrap_err();
     assert!(matches!(e, ClientError::Io(_)), "{e}");
     // Nothing was stored by anyone.

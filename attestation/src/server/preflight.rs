@@ -120,12 +120,7 @@ fn admin_ca(path: &Path) -> Result<(), PreflightError> {
             subject: cert.subject().to_string(),
             why,
         };
-        let is_ca = cert
-            .basic_constraints()
-            .ok()
-            .flatten()
-            .is_some_and(|bc| bc.value.ca);
-        if !is_ca {
+        if !crate::pki::is_ca(&cert) {
             return Err(not_ca("no basicConstraints CA:TRUE"));
         }
         let signs_certs = match cert.key_usage() {

@@ -363,25 +363,24 @@ impl SecretStore {
         }
     }
 
-    /// A secret, from the cache or from its record (which must be the current one).
-    pub fn get(&self, name: &str) -> Result<Arc<StoredSecret>, StoreError> {
-        if let Some(s) = self
-            .cache
+    fn cached(&self, name: &str) -> Option<Arc<StoredSecret>> {
+        self.cache
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
-        {
-            return Ok(s.clone());
+            .cloned()
+    }
+
+    /// A secret, from the cache or from its record (which must be the current one).
+    pub fn get(&self, name: &str) -> Result<Arc<StoredSecret>, StoreError> {
+        if let Some(s) = self.cached(name) {
+            return Ok(s);
         }
         Self::check_name(name)?;
         let manifest = self.lock_manifest();
-        if let Some(s) = self
-            .cache
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
-            return Ok(s.clone());
+        // Another caller may have filled the cache while this one waited for the lock.
+        if let Some(s) = self.cached(name) {
+            return Ok(s);
         }
         let Some(current) = manifest.current(name) else {
             return Err(StoreError::NotFound(name.to_owned()));

@@ -554,12 +554,7 @@ impl TdxVerifier {
                     parent.subject()
                 )));
             }
-            let is_ca = parent
-                .basic_constraints()
-                .ok()
-                .flatten()
-                .is_some_and(|bc| bc.value.ca);
-            if !is_ca {
+            if !pki::is_ca(parent) {
                 return Err(PathError::Broken(format!(
                     "{} is not a CA",
                     parent.subject()

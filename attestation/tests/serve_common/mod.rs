@@ -54,6 +54,21 @@ impl Fixture {
         Client::new(&format!("https://{addr}"), tls).unwrap()
     }
 
+    /// A client with an admin certificate from another CA (the handshake fails), and that CA's directory.
+    pub fn foreign_admin(&self, addr: SocketAddr) -> (Client, tempfile::TempDir) {
+        let other = tempfile::tempdir().unwrap();
+        cvm_keys::ca::init_ca(other.path(), &["127.0.0.1".to_string()]).unwrap();
+        let tls = tls_config(
+            &self.path("pki/ca.pem"),
+            Some((
+                &other.path().join("admin.pem"),
+                &other.path().join("admin.key"),
+            )),
+        )
+        .unwrap();
+        (Client::new(&format!("https://{addr}"), tls).unwrap(), other)
+    }
+
     /// A client with the admin certificate.
     pub fn admin(&self, addr: SocketAddr) -> Client {
         let tls = tls_config(
