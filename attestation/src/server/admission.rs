@@ -168,8 +168,9 @@ impl Admission {
         })
     }
 
-    /// Addresses currently tracked (for tests and metrics).
-    pub fn tracked(&self) -> usize {
+    /// Addresses currently tracked.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
