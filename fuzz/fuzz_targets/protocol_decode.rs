@@ -14,9 +14,16 @@ where
     T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
 {
     if let Ok(value) = decode::<T>(data) {
-        assert!(strict::check_body(data).is_ok(), "decoded a non-strict body");
+        assert!(
+            strict::check_body(data).is_ok(),
+            "decoded a non-strict body"
+        );
         let again = encode(&value).expect("a decoded value encodes");
-        assert_eq!(again.len(), data.len(), "a strict body re-encodes to another length");
+        assert_eq!(
+            again.len(),
+            data.len(),
+            "a strict body re-encodes to another length"
+        );
         assert_eq!(
             decode::<T>(&again).expect("re-encoded value decodes"),
             value
