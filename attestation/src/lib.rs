@@ -5,6 +5,7 @@ pub mod admin;
 pub mod bench_serve;
 pub mod client;
 pub mod cursor;
+pub mod excerpt;
 pub mod nonce;
 pub mod pki;
 pub mod policy;

@@ -245,6 +245,14 @@ fn strip_leading_zeros(mut bytes: &[u8]) -> &[u8] {
     bytes
 }
 
+/// Whether `cert` is a CA certificate: basicConstraints CA:TRUE (RFC 5280 §4.2.1.9).
+pub fn is_ca(cert: &X509Certificate<'_>) -> bool {
+    cert.basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca)
+}
+
 /// The subject's Organization (O) attribute, if any.
 pub fn subject_organization(cert: &X509Certificate<'_>) -> Option<String> {
     cert.subject()

@@ -139,6 +139,17 @@ fn simulated_fixture() -> Fixture {
     )
 }
 
+/// A simulated-mode service holding the secret "db" (value "v") under [`policy`].
+async fn serving_db() -> (Fixture, Running) {
+    let f = simulated_fixture();
+    let s = Running::start(&f.config()).await;
+    f.admin(s.addr)
+        .put_secret("db", b"v", &policy())
+        .await
+        .unwrap();
+    (f, s)
+}
+
 async fn fetch(
     f: &Fixture,
     s: &Running,
@@ -206,12 +217,7 @@ async fn releases_the_secret_to_snp_and_tdx_guests_with_a_verifiable_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_bad_evidence_with_the_right_code_and_no_secret() {
-    let f = simulated_fixture();
-    let s = Running::start(&f.config()).await;
-    f.admin(s.addr)
-        .put_secret("db", b"v", &policy())
-        .await
-        .unwrap();
+    let (f, s) = serving_db().await;
     for tee in [TeeKind::Snp, TeeKind::Tdx] {
         let good = Guest::good(tee);
         let cases: [(Guest, &[&str]); 4] = [
@@ -262,12 +268,7 @@ async fn refuses_bad_evidence_with_the_right_code_and_no_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nonce_releases_at_most_once() {
-    let f = simulated_fixture();
-    let s = Running::start(&f.config()).await;
-    f.admin(s.addr)
-        .put_secret("db", b"v", &policy())
-        .await
-        .unwrap();
+    let (f, s) = serving_db().await;
     let mut c = f.client(s.addr);
     let challenge = c.challenge("db").await.unwrap();
     let keys = cvm_keys::hpke::HpkeKeyPair::generate().unwrap();
@@ -317,6 +318,118 @@ async fn production_mode_refuses_simulated_evidence() {
     ] {
         let e = fetch(&f, &s, "db", guest).await.unwrap_err();
         assert_eq!(e.code(), Some("SIMULATED_NOT_ALLOWED"), "{e}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_file_rolled_back_to_an_older_version_is_refused_not_released() {
+    let f = simulated_fixture();
+    let s = Running::start(&f.config()).await;
+    let mut admin = f.admin(s.addr);
+    // Version 1 let guests of measurement OTHER have the secret; version 2 does not.
+    let loose = format!("[snp]\nmeasurements = [\"{}\"]\n", hex::encode(OTHER));
+    admin.put_secret("db", b"old value", &loose).await.unwrap();
+    let record = f.path("state/secrets/db.secret");
+    let old = std::fs::read(&record).unwrap();
+    admin
+        .put_secret("db", b"new value", &policy())
+        .await
+        .unwrap();
+    let other = Guest {
+        measurement: OTHER,
+        ..Guest::good(TeeKind::Snp)
+    };
+    assert_eq!(
+        fetch(&f, &s, "db", other).await.unwrap_err().code(),
+        Some("POLICY_MEASUREMENT")
+    );
+    s.stop().await;
+    // The untrusted storage puts version 1 back, and the service restarts.
+    std::fs::write(&record, &old).unwrap();
+    let s = Running::start(&f.config()).await;
+    for guest in [other, Guest::good(TeeKind::Snp)] {
+        let e = fetch(&f, &s, "db", guest).await.unwrap_err();
+        let ClientError::Refused {
+            status,
+            code,
+            message,
+        } = &e
+        else {
+            panic!("{e}");
+        };
+        assert_eq!((*status, code.as_str()), (500, "INTERNAL"), "{e}");
+        assert!(
+            !message.contains("secrets/") && !message.contains("db.secret"),
+            "{message}"
+        );
+    }
+    let audit = f.admin(s.addr).audit().await.unwrap();
+    assert!(
+        audit.iter().all(|l| !l.contains("\"release\"")),
+        "{audit:?}"
+    );
+    // Storing the secret again replaces the rolled-back record.
+    f.admin(s.addr)
+        .put_secret("db", b"new value", &policy())
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch(&f, &s, "db", Guest::good(TeeKind::Snp))
+            .await
+            .unwrap(),
+        b"new value"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_releases_nothing_to_a_tee_whose_measurement_it_leaves_open() {
+    let f = simulated_fixture();
+    let s = Running::start(&f.config()).await;
+    let mut admin = f.admin(s.addr);
+    let snp_only = format!("[snp]\nmeasurements = [\"{}\"]\n", hex::encode(MEASUREMENT));
+    admin.put_secret("snp-only", b"v", &snp_only).await.unwrap();
+    admin
+        .put_secret("anyone", b"any", "allow_any_measurement = true\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch(&f, &s, "snp-only", Guest::good(TeeKind::Snp))
+            .await
+            .unwrap(),
+        b"v"
+    );
+    let e = fetch(&f, &s, "snp-only", Guest::good(TeeKind::Tdx))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("POLICY_MEASUREMENT"), "{e}");
+    assert!(e.to_string().contains("[tdx] mrtd"), "{e}");
+    for tee in [TeeKind::Snp, TeeKind::Tdx] {
+        let guest = Guest {
+            measurement: OTHER,
+            ..Guest::good(tee)
+        };
+        assert_eq!(fetch(&f, &s, "anyone", guest).await.unwrap(), b"any");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_resource_is_named_only_to_a_guest_that_attested() {
+    let (f, s) = serving_db().await;
+    for tee in [TeeKind::Snp, TeeKind::Tdx] {
+        // Genuine, bound evidence: now the service says there is no such secret.
+        let e = fetch(&f, &s, "nope", Guest::good(tee)).await.unwrap_err();
+        assert_eq!(e.code(), Some("UNKNOWN_RESOURCE"), "{e}");
+        // Tampered evidence: the same refusal for a known and an unknown name.
+        let tampered = Guest {
+            tamper: true,
+            ..Guest::good(tee)
+        };
+        let known = fetch(&f, &s, "db", tampered).await.unwrap_err();
+        let unknown = fetch(&f, &s, "nope", tampered).await.unwrap_err();
+        assert_eq!(known.code(), unknown.code(), "{known} / {unknown}");
     }
     s.stop().await;
 }

@@ -201,6 +201,22 @@ fn verify(w: &World, report: &[u8], crls: &[Vec<u8>], p: &Policy) -> Verdict {
     )
 }
 
+/// Verify under the world's ARK (simulated evidence allowed) with these certificates and the default policy.
+fn verify_certs(w: &World, report: &[u8], certs: &[Vec<u8>]) -> Verdict {
+    SnpVerifier::with_trust_roots(std::slice::from_ref(&w.ark.der))
+        .unwrap()
+        .allow_simulated(true)
+        .verify(
+            report,
+            &SnpInputs {
+                certs,
+                crls: &[],
+                policy: &Policy::default(),
+                at: AT,
+            },
+        )
+}
+
 #[test]
 fn a_simulated_chain_verifies_through_the_same_path_and_is_marked_simulated() {
     let w = milan();
@@ -319,18 +335,7 @@ fn an_impostor_ask_with_the_right_name_is_chain_invalid() {
     let w = milan();
     let impostor = ask("Milan", &w.ark);
     let r = report(&w.vcek, (0x19, 0x01), &w.chip, MILAN_TCB);
-    let verifier = SnpVerifier::with_trust_roots(std::slice::from_ref(&w.ark.der))
-        .unwrap()
-        .allow_simulated(true);
-    let v = verifier.verify(
-        &r,
-        &SnpInputs {
-            certs: &[w.vcek.der.clone(), impostor.der.clone()],
-            crls: &[],
-            policy: &Policy::default(),
-            at: AT,
-        },
-    );
+    let v = verify_certs(&w, &r, &[w.vcek.der.clone(), impostor.der.clone()]);
     assert_eq!(reason(&v), Some(Reason::ChainInvalid));
 }
 
@@ -484,4 +489,16 @@ fn revocation_comes_after_bindings_and_before_policy() {
         reason(&verify(&w, &r, &[], &Policy::default())),
         Some(Reason::PolicyDebug)
     );
+}
+
+#[test]
+fn an_ask_whose_signature_by_the_trusted_ark_fails_is_chain_invalid_not_untrusted_root() {
+    let w = milan();
+    let r = report(&w.vcek, (0x19, 0x01), &w.chip, MILAN_TCB);
+    // The last byte of the ASK's DER is the last byte of its signature.
+    let mut bad_ask = w.ask.der.clone();
+    *bad_ask.last_mut().unwrap() ^= 1;
+    let v = verify_certs(&w, &r, &[w.vcek.der.clone(), bad_ask]);
+    // (The intact ASK under roots that do not name it is UNTRUSTED_ROOT: see the simulated-chain test above.)
+    assert_eq!(reason(&v), Some(Reason::ChainInvalid), "{:?}", v.outcome);
 }

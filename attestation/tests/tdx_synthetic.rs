@@ -234,13 +234,15 @@ impl Sim {
         qe.extend(digest.as_ref());
         qe.extend([if spec.break_binding { 1u8 } else { 0 }; 32]);
         assert_eq!(qe.len(), 384);
-        let pem = [
-            pem(&pck_der),
-            pem(&self.platform_ca.der),
-            pem(&self.root.der),
-        ]
-        .concat()
-            + "\0";
+        let platform_ca = spec
+            .platform_ca_der
+            .as_ref()
+            .unwrap_or(&self.platform_ca.der);
+        let mut chain = vec![pem(&pck_der), pem(platform_ca)];
+        if !spec.omit_root {
+            chain.push(pem(&self.root.der));
+        }
+        let pem = chain.concat() + "\0";
         let mut inner = Vec::new();
         inner.extend(5u16.to_le_bytes());
         inner.extend((pem.len() as u32).to_le_bytes());
@@ -394,6 +396,10 @@ struct Spec {
     tcb_info: String,
     root_revokes: Vec<u64>,
     ca_revokes: Vec<u64>,
+    /// The PCK platform CA certificate the quote carries (default: the simulator's).
+    platform_ca_der: Option<Vec<u8>>,
+    /// Leave the root out of the quote's PCK chain (the verifier finds it among its trust roots).
+    omit_root: bool,
 }
 
 impl Default for Spec {
@@ -416,6 +422,8 @@ impl Default for Spec {
             tcb_info: tcb_info("TDX", &hex::encode(FMSPC), "2025-06-01T00:00:00Z"),
             root_revokes: vec![],
             ca_revokes: vec![0x99],
+            platform_ca_der: None,
+            omit_root: false,
         }
     }
 }
@@ -693,4 +701,36 @@ fn tdx15_current_tcb_is_appraised_too() {
         reason(&sim.run(&unknown, &accept_all())),
         Some(Reason::TcbUnknown)
     );
+}
+
+#[test]
+fn a_certificate_whose_signature_by_a_trusted_root_fails_is_chain_invalid() {
+    let sim = Sim::new();
+    // The last byte of the platform CA's DER is the last byte of its signature.
+    let mut bad_ca = sim.platform_ca.der.clone();
+    *bad_ca.last_mut().unwrap() ^= 1;
+    for omit_root in [true, false] {
+        let spec = Spec {
+            platform_ca_der: Some(bad_ca.clone()),
+            omit_root,
+            ..Spec::default()
+        };
+        let v = sim.run(&spec, &Policy::default());
+        assert_eq!(reason(&v), Some(Reason::ChainInvalid), "{:?}", v.result);
+    }
+    // The intact CA without the root in the quote: the trusted root signed it.
+    let intact = Spec {
+        omit_root: true,
+        ..Spec::default()
+    };
+    assert!(sim.run(&intact, &Policy::default()).result.is_ok());
+    // Another root of the same name: the quote's chain ends at a self-issued root that is not trusted.
+    let other = Sim::new();
+    let v = other.verifier().verify(
+        &sim.quote(&Spec::default()),
+        Some(&other.collateral(&Spec::default())),
+        &Policy::default(),
+        at(),
+    );
+    assert_eq!(reason(&v), Some(Reason::UntrustedRoot), "{:?}", v.result);
 }

@@ -378,9 +378,13 @@ fn prepare(dir: &Path) -> Result<PathBuf, BenchError> {
         .map_err(setup)?
         .write_new_file(&dir.join("kek"))
         .map_err(setup)?;
+    // Every client of the load generator comes from 127.0.0.1: the per-address limits must let one address
+    // open as many connections, as fast, as all the clients together do.
     let config = "listen = \"127.0.0.1:0\"\nmode = \"simulated\"\nsim_dir = \"sim\"\n[tls]\n\
                   cert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nadmin_client_ca = \"pki/ca.pem\"\n\
-                  [store]\ndir = \"state\"\nkek_file = \"kek\"\n[limits]\nnonce_ttl_secs = 120\n";
+                  [store]\ndir = \"state\"\nkek_file = \"kek\"\n[limits]\nnonce_ttl_secs = 120\n\
+                  max_connections_per_address = 1024\nconnection_rate_per_address = 1000000\n\
+                  connection_burst_per_address = 1000000\n";
     std::fs::write(dir.join("config.toml"), config).map_err(setup)?;
     Ok(sim_dir)
 }

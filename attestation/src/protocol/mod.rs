@@ -1,7 +1,12 @@
 //! The wire protocol of DESIGN.md "Protocol": the CBOR bodies of every endpoint, their size limits and the
-//! paths. Byte fields are CBOR byte strings, keys are text strings; decoding is capped and rejects trailing
-//! bytes and unknown fields (through [`cvm_keys::cbor`], the only door to the codec).
+//! paths. Byte fields are CBOR byte strings, keys are text strings. Decoding a request is strict: the body
+//! must be in the strict form of [`strict`] (one map, shortest lengths, no tags, no trailing bytes), every
+//! field must have its exact type (text is text, bytes are bytes, `tee` is one of its names) and unknown
+//! fields are refused; the codec itself stays behind [`cvm_keys::cbor`].
 
+pub mod strict;
+
+use crate::excerpt::quote;
 use crate::reason::Reason;
 use serde::{Deserialize, Serialize};
 
@@ -34,14 +39,50 @@ pub const PATH_METRICS: &str = "/metrics";
 /// The content type of every CBOR body.
 pub const CONTENT_TYPE_CBOR: &str = "application/cbor";
 
-/// The TEE named in an attest request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The TEE named in an attest request: the text `"snp"` or `"tdx"` on the wire (nothing else decodes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TeeKind {
     /// AMD SEV-SNP: `evidence` is an attestation report.
     Snp,
     /// Intel TDX: `evidence` is a quote.
     Tdx,
+}
+
+impl<'de> Deserialize<'de> for TeeKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match text::deserialize(d)?.as_str() {
+            "snp" => Ok(TeeKind::Snp),
+            "tdx" => Ok(TeeKind::Tdx),
+            other => Err(serde::de::Error::custom(format!(
+                "tee must be \"snp\" or \"tdx\", not {}",
+                quote(other)
+            ))),
+        }
+    }
+}
+
+/// A serde helper that accepts a CBOR text string only (the codec would also turn a UTF-8 byte string into
+/// a `String`): `#[serde(deserialize_with = "text::deserialize")]`.
+pub mod text {
+    use serde::Deserializer;
+    use serde::de::{self, Visitor};
+    use std::fmt;
+
+    /// Deserializes a text string, refusing every other type.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = String;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a text string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_owned())
+            }
+        }
+        d.deserialize_string(V)
+    }
 }
 
 impl From<TeeKind> for crate::Tee {
@@ -58,6 +99,7 @@ impl From<TeeKind> for crate::Tee {
 #[serde(deny_unknown_fields)]
 pub struct ChallengeRequest {
     /// The secret the guest will ask for.
+    #[serde(deserialize_with = "text::deserialize")]
     pub resource: String,
 }
 
@@ -77,6 +119,7 @@ pub struct ChallengeResponse {
 #[serde(deny_unknown_fields)]
 pub struct AttestRequest {
     /// The secret asked for (the same as in the challenge).
+    #[serde(deserialize_with = "text::deserialize")]
     pub resource: String,
     /// The nonce from the challenge.
     #[serde(with = "cvm_keys::cbor::bytes")]
@@ -145,6 +188,8 @@ pub mod codes {
     pub const INTERNAL: &str = "INTERNAL";
     /// An admin request is not valid (bad name, bad policy).
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    /// A request body without `Content-Type: application/cbor` (HTTP 415).
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
 }
 
 impl ErrorBody {
@@ -165,6 +210,7 @@ pub struct PutSecretRequest {
     #[serde(with = "cvm_keys::cbor::bytes")]
     pub value: Vec<u8>,
     /// The appraisal policy (TOML text of DESIGN.md).
+    #[serde(deserialize_with = "text::deserialize")]
     pub policy: String,
 }
 
@@ -259,9 +305,29 @@ pub mod byte_list {
     }
 }
 
-/// Decodes a request body of type `T` (capped at [`MAX_BODY`], no trailing bytes).
-pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, cvm_keys::cbor::CborError> {
-    cvm_keys::cbor::from_slice_capped(body, MAX_BODY)
+/// Why a request body does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is not in the strict CBOR form.
+    #[error(transparent)]
+    Strict(#[from] strict::StrictError),
+    /// The body does not have the request's fields and types.
+    #[error(transparent)]
+    Cbor(#[from] cvm_keys::cbor::CborError),
+}
+
+/// Decodes a request body of type `T`: at most [`MAX_BODY`] bytes in the strict form of [`strict`], then
+/// exactly the fields and types of `T`.
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    if body.len() > MAX_BODY {
+        return Err(cvm_keys::cbor::CborError::TooLarge {
+            len: body.len(),
+            max: MAX_BODY,
+        }
+        .into());
+    }
+    strict::check_body(body)?;
+    Ok(cvm_keys::cbor::from_slice_capped(body, MAX_BODY)?)
 }
 
 /// Encodes a body.
@@ -293,6 +359,60 @@ mod tests {
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert!(decode::<AttestRequest>(&trailing).is_err());
+    }
+
+    /// `{"resource": <item>}` with the given encoded item.
+    fn challenge_with(item: &[u8]) -> Vec<u8> {
+        let mut body = vec![0xa1, 0x68];
+        body.extend_from_slice(b"resource");
+        body.extend_from_slice(item);
+        body
+    }
+
+    #[test]
+    fn the_decoder_wants_exact_types() {
+        let ok = challenge_with(&[0x62, b'd', b'b']);
+        assert_eq!(decode::<ChallengeRequest>(&ok).unwrap().resource, "db");
+        // The same letters as a byte string, a top-level array, an integer key, the self-describe tag.
+        for bad in [
+            challenge_with(&[0x42, b'd', b'b']),
+            vec![0x81, 0x62, b'd', b'b'],
+            vec![0xa1, 0x00, 0x62, b'd', b'b'],
+            [&[0xd9, 0xd9, 0xf7][..], &ok].concat(),
+        ] {
+            assert!(decode::<ChallengeRequest>(&bad).is_err(), "{bad:02x?}");
+        }
+        // tee: only the texts "snp" and "tdx"; not an integer (a variant index), not bytes.
+        let req = AttestRequest {
+            resource: "db".into(),
+            nonce: vec![1; 40],
+            tee: TeeKind::Tdx,
+            evidence: vec![2; 10],
+            certs: vec![],
+            hpke_public_key: vec![4; 32],
+        };
+        let good = encode(&req).unwrap();
+        let at = good
+            .windows(4)
+            .position(|w| w == [0x63, b't', b'd', b'x'])
+            .unwrap();
+        for replacement in [
+            &[0x01][..],
+            &[0x43, b't', b'd', b'x'],
+            &[0x63, b's', b'e', b'v'],
+        ] {
+            let bad = [&good[..at], replacement, &good[at + 4..]].concat();
+            let e = decode::<AttestRequest>(&bad).unwrap_err();
+            assert!(e.to_string().len() < 200, "{e}");
+        }
+        let long_tee = {
+            let name = "x".repeat(60_000);
+            let mut item = vec![0x79, 0xea, 0x60];
+            item.extend_from_slice(name.as_bytes());
+            [&good[..at], &item, &good[at + 4..]].concat()
+        };
+        let e = decode::<AttestRequest>(&long_tee).unwrap_err().to_string();
+        assert!(e.len() < 200 && e.contains("60000 bytes"), "{}", e.len());
     }
 
     #[test]

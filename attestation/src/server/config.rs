@@ -32,10 +32,15 @@ pub struct TlsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The state directory (secrets, audit log, token key).
+    /// The state directory (secrets, their manifest, audit log, token key).
     pub dir: PathBuf,
-    /// The key-encryption key file (`cvm-keys keygen`).
+    /// The key-encryption key file (`cvm-keys keygen`); refused when group or others may read it.
     pub kek_file: PathBuf,
+    /// Bind the secret files found in a state directory that has no manifest yet (one written before
+    /// rollback protection) into a new manifest at start. Default false: such a directory is refused, because
+    /// a deleted manifest would otherwise let files put back from an older copy be trusted.
+    #[serde(default)]
+    pub allow_adopt_existing: bool,
 }
 
 /// The `[collateral]` table.
@@ -46,21 +51,38 @@ pub struct CollateralConfig {
     pub dir: Option<PathBuf>,
 }
 
-/// The `[limits]` table (optional; defaults shown).
+/// The `[limits]` table (optional; defaults shown). Every value has a range ([`Limits::check`]): zero and
+/// overflowing timeouts are refused at start with the key's name.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Most connections served at once (more wait in the listen backlog): 1024.
     pub max_connections: usize,
-    /// Seconds to complete the TLS handshake and to send each request's headers: 10.
+    /// Most connections served at once from one client address (IPv6: one /64): 64. More are closed at once.
+    pub max_connections_per_address: usize,
+    /// New connections per second one client address (IPv6: one /64) may open, on average: 50. More are
+    /// closed at once, before any TLS work.
+    pub connection_rate_per_address: u32,
+    /// New connections one client address may open at once above that rate (the bucket's size): 100.
+    pub connection_burst_per_address: u32,
+    /// Seconds to complete the TLS handshake, and to send each request's headers (also the idle time allowed
+    /// between requests on a kept-alive connection): 10.
     pub header_timeout_secs: u64,
     /// Seconds to send a request body: 10.
     pub body_timeout_secs: u64,
+    /// Seconds to take each answer once the connection stops accepting it (a client that does not read is
+    /// cut off): 10.
+    pub write_timeout_secs: u64,
+    /// Largest request head (request line and headers; larger: 431). It is also the connection's read buffer:
+    /// requests a client sends ahead of reading the answers (pipelined) wait in at most this many bytes: 16384.
+    pub max_header_bytes: usize,
+    /// Requests answered on one connection before the service closes it (the client reconnects): 1000.
+    pub max_requests_per_connection: u32,
     /// Seconds a nonce stays valid: 60.
     pub nonce_ttl_secs: i64,
     /// Seconds a token stays valid: 300.
     pub token_ttl_secs: i64,
-    /// Seconds to let in-flight requests finish after SIGTERM: 30.
+    /// Seconds to let in-flight requests finish after SIGTERM (0: none): 30.
     pub shutdown_grace_secs: u64,
 }
 
@@ -68,12 +90,121 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
+            max_connections_per_address: 64,
+            connection_rate_per_address: 50,
+            connection_burst_per_address: 100,
             header_timeout_secs: 10,
             body_timeout_secs: 10,
+            write_timeout_secs: 10,
+            max_header_bytes: 16 * 1024,
+            max_requests_per_connection: 1000,
             nonce_ttl_secs: crate::nonce::DEFAULT_TTL_SECS,
             token_ttl_secs: 300,
             shutdown_grace_secs: 30,
         }
+    }
+}
+
+/// Longest timeout, nonce lifetime and shutdown grace accepted (an hour): anything longer is a mistake, and
+/// huge values would overflow the time arithmetic of the HTTP stack.
+const MAX_SECS: u64 = 3600;
+/// Longest nonce lifetime accepted (an hour).
+const MAX_NONCE_TTL_SECS: i64 = 3600;
+/// Longest token lifetime accepted (a day).
+const MAX_TOKEN_TTL_SECS: i64 = 86_400;
+/// Smallest request head buffer the HTTP stack supports (hyper's minimum read buffer).
+const MIN_HEADER_BYTES: usize = 8192;
+/// Largest request head accepted (1 MiB).
+const MAX_HEADER_BYTES: usize = 1 << 20;
+/// Most connections accepted as a limit.
+const MAX_CONNECTIONS: usize = 1 << 20;
+
+/// `limits.KEY = value` must lie in `min..=max`.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+    unit: &str,
+) -> Result<(), String> {
+    if value < min || value > max {
+        return Err(format!(
+            "limits.{key} = {value} is out of range: use {min} to {max} {unit}"
+        ));
+    }
+    Ok(())
+}
+
+impl Limits {
+    /// Check every value against its range; the error names the key and the range.
+    pub fn check(&self) -> Result<(), String> {
+        let secs = |key: &str, v: u64| in_range(key, v, 1, MAX_SECS, "seconds");
+        in_range(
+            "max_connections",
+            self.max_connections,
+            1,
+            MAX_CONNECTIONS,
+            "connections",
+        )?;
+        in_range(
+            "max_connections_per_address",
+            self.max_connections_per_address,
+            1,
+            MAX_CONNECTIONS,
+            "connections",
+        )?;
+        in_range(
+            "connection_rate_per_address",
+            self.connection_rate_per_address,
+            1,
+            1_000_000,
+            "connections per second",
+        )?;
+        in_range(
+            "connection_burst_per_address",
+            self.connection_burst_per_address,
+            1,
+            1_000_000,
+            "connections",
+        )?;
+        secs("header_timeout_secs", self.header_timeout_secs)?;
+        secs("body_timeout_secs", self.body_timeout_secs)?;
+        secs("write_timeout_secs", self.write_timeout_secs)?;
+        in_range(
+            "max_header_bytes",
+            self.max_header_bytes,
+            MIN_HEADER_BYTES,
+            MAX_HEADER_BYTES,
+            "bytes",
+        )?;
+        in_range(
+            "max_requests_per_connection",
+            self.max_requests_per_connection,
+            1,
+            u32::MAX,
+            "requests",
+        )?;
+        in_range(
+            "nonce_ttl_secs",
+            self.nonce_ttl_secs,
+            1,
+            MAX_NONCE_TTL_SECS,
+            "seconds",
+        )?;
+        in_range(
+            "token_ttl_secs",
+            self.token_ttl_secs,
+            1,
+            MAX_TOKEN_TTL_SECS,
+            "seconds",
+        )?;
+        in_range(
+            "shutdown_grace_secs",
+            self.shutdown_grace_secs,
+            0,
+            MAX_SECS,
+            "seconds",
+        )
     }
 }
 
@@ -161,9 +292,7 @@ impl Config {
             }
             _ => {}
         }
-        if c.limits.max_connections == 0 {
-            return Err("limits.max_connections must be at least 1".into());
-        }
+        c.limits.check()?;
         Ok(c)
     }
 }
@@ -190,6 +319,61 @@ mod tests {
                 Path::new("/")
             )
             .is_err()
+        );
+    }
+
+    const BASE: &str = "listen = \"127.0.0.1:0\"\n[tls]\ncert = \"s.pem\"\nkey = \"k\"\nadmin_client_ca = \"ca.pem\"\n\
+                        [store]\ndir = \"state\"\nkek_file = \"kek\"\n[limits]\n";
+
+    fn limits(line: &str) -> Result<Config, String> {
+        Config::from_toml(&format!("{BASE}{line}\n"), Path::new("/etc/cvm"))
+    }
+
+    #[test]
+    fn refuses_zero_and_overflowing_timeouts_naming_the_key() {
+        for key in [
+            "header_timeout_secs",
+            "body_timeout_secs",
+            "write_timeout_secs",
+            "nonce_ttl_secs",
+            "token_ttl_secs",
+        ] {
+            for value in ["0", "-1", "18446744073709551", "9223372036854775807"] {
+                let e = limits(&format!("{key} = {value}")).unwrap_err();
+                // Range errors say `limits.KEY = …`; TOML type errors quote the line, which names the key.
+                assert!(e.contains(key), "{key} = {value}: {e}");
+            }
+            limits(&format!("{key} = 30")).unwrap();
+        }
+        let e = limits("header_timeout_secs = 0").unwrap_err();
+        assert_eq!(
+            e,
+            "limits.header_timeout_secs = 0 is out of range: use 1 to 3600 seconds"
+        );
+        let e = limits("shutdown_grace_secs = 86400").unwrap_err();
+        assert!(e.contains("limits.shutdown_grace_secs = 86400 is out of range: use 0 to 3600"));
+        limits("shutdown_grace_secs = 0").unwrap();
+        for line in [
+            "max_connections = 0",
+            "max_connections_per_address = 0",
+            "connection_rate_per_address = 0",
+            "connection_burst_per_address = 0",
+            "max_header_bytes = 100",
+            "max_header_bytes = 100000000",
+            "max_requests_per_connection = 0",
+        ] {
+            let key = line.split(' ').next().unwrap();
+            let e = limits(line).unwrap_err();
+            assert!(e.contains(&format!("limits.{key}")), "{line}: {e}");
+        }
+        let d = limits("").unwrap().limits;
+        assert_eq!(
+            (
+                d.max_connections_per_address,
+                d.write_timeout_secs,
+                d.max_header_bytes
+            ),
+            (64, 10, 16384)
         );
     }
 }

@@ -1,17 +1,24 @@
 //! `cvm-attest serve`: the HTTPS attestation service (DESIGN.md "Protocol").
 //!
-//! - [`config`]: the configuration file.
+//! - [`config`]: the configuration file and the ranges of its values.
+//! - [`preflight`]: the files it names (key permissions, the admin CA) checked before starting.
 //! - [`tls`]: TLS 1.3 with optional admin client certificates.
+//! - [`admission`]: per-address connection limits, decided at accept.
+//! - [`connection`]: one connection and the deadlines of its phases ([`deadline`] for writes).
 //! - [`appraise`]: the verifiers for the configured mode.
-//! - [`service`]: routing and the endpoints.
+//! - [`service`]: routing, the endpoints and the admin API.
 //! - [`metrics`]: Prometheus counters.
 //!
 //! [`Server::bind`] opens everything and listens; [`Server::run`] accepts connections until the shutdown
 //! future completes, then stops accepting, lets in-flight requests finish (up to the grace period) and returns.
 
+pub mod admission;
 pub mod appraise;
 pub mod config;
+pub mod connection;
+pub mod deadline;
 pub mod metrics;
+pub mod preflight;
 pub mod service;
 pub mod tdx_backend;
 pub mod tls;
@@ -19,13 +26,12 @@ pub mod tls;
 pub use config::{Config, Mode};
 pub use service::{Peer, Service};
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use admission::{Admission, AdmissionLimits};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -36,6 +42,9 @@ pub enum ServeError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// A file the configuration names is unsafe or unusable.
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -61,6 +70,7 @@ pub struct Server {
     acceptor: TlsAcceptor,
     service: Arc<Service>,
     limits: config::Limits,
+    warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Server {
@@ -72,19 +82,26 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Set up the service for `config` and listen on its address.
+    /// Check the files `config` names, set up the service and listen on its address. Warnings (a loose
+    /// state directory, simulated mode) are logged and kept in [`Server::warnings`].
     pub async fn bind(config: &Config) -> Result<Server, ServeError> {
+        let mut warnings = preflight::check(config)?;
         let tls = tls::server_config(
             &config.tls.cert,
             &config.tls.key,
             &config.tls.admin_client_ca,
         )?;
         let service = Service::new(config)?;
+        warnings.extend(service.store_warnings());
         if config.mode == Mode::Simulated {
-            eprintln!(
-                "cvm-attest: WARNING: simulated mode: only the cvm simulator's roots are trusted, real AMD and \
-                 Intel evidence is refused, and every token says simulated: true. Never use this for real secrets."
+            warnings.push(
+                "WARNING: simulated mode: only the cvm simulator's roots are trusted, real AMD and Intel \
+                 evidence is refused, and every token says simulated: true. Never use this for real secrets."
+                    .into(),
             );
+        }
+        for w in &warnings {
+            eprintln!("cvm-attest: {w}");
         }
         let listener =
             TcpListener::bind(config.listen)
@@ -98,6 +115,7 @@ impl Server {
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             service: Arc::new(service),
             limits: config.limits.clone(),
+            warnings,
         })
     }
 
@@ -106,10 +124,24 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// What [`Server::bind`] warned about.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     /// Serve until `shutdown` completes; then finish in-flight requests (up to the grace period).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let max = self.limits.max_connections;
         let permits = Arc::new(Semaphore::new(max));
+        let admission = Admission::new(
+            AdmissionLimits {
+                per_address: self.limits.max_connections_per_address,
+                rate: f64::from(self.limits.connection_rate_per_address),
+                burst: f64::from(self.limits.connection_burst_per_address),
+            },
+            max,
+        );
+        let connection_limits = connection::ConnectionLimits::from(&self.limits);
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::pin!(shutdown);
         loop {
@@ -132,40 +164,23 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
+            let stats = &self.service.metrics().connections;
+            let admitted = match admission.admit(addr.ip(), Instant::now()) {
+                Ok(a) => a,
+                Err(why) => {
+                    // Closed before any TLS work; the permit goes back at once.
+                    stats.refused(why);
+                    continue;
+                }
+            };
+            stats.accepted.fetch_add(1, Ordering::Relaxed);
             let _ = tcp.set_nodelay(true);
             let acceptor = self.acceptor.clone();
             let service = self.service.clone();
-            let mut stop = stop_rx.clone();
-            let header_timeout = Duration::from_secs(self.limits.header_timeout_secs);
+            let stop = stop_rx.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                let Ok(Ok(tls)) = tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await
-                else {
-                    return;
-                };
-                let admin = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .is_some_and(|c| !c.is_empty());
-                let peer = Peer { addr, admin };
-                let svc = service_fn(move |req| {
-                    let service = service.clone();
-                    async move { Ok::<_, std::convert::Infallible>(service.handle(req, peer).await) }
-                });
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(tls), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
+                let _held = (permit, admitted, Open(service.clone()));
+                connection::serve(tcp, addr, acceptor, service, connection_limits, stop).await;
             });
         }
         drop(self.listener);
@@ -178,6 +193,19 @@ impl Server {
         {
             eprintln!("cvm-attest: shutdown grace period over; closing remaining connections");
         }
+    }
+}
+
+/// A connection being served; dropping it (however the task ends) counts it finished.
+struct Open(Arc<Service>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0
+            .metrics()
+            .connections
+            .finished
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -252,6 +252,9 @@ pub fn build_chain(
     intermediates.extend(store.intermediates.iter().cloned());
 
     let mut signed_leaf_but_untrusted: Option<String> = None;
+    // An intermediate whose issuer is a trusted root by name, but whose signature that root's key does not
+    // verify: the chain is broken (CHAIN_INVALID), not merely untrusted.
+    let mut bad_signature_by_root: Option<(String, String)> = None;
     for inter_der in &intermediates {
         let Ok(inter) = pki::parse_cert(inter_der) else {
             continue;
@@ -265,9 +268,11 @@ pub fn build_chain(
             let Ok(root) = pki::parse_cert(root_der) else {
                 continue;
             };
-            if root.subject().as_raw() != inter.issuer().as_raw()
-                || pki::verify_cert_signature(&inter, root.public_key()).is_err()
-            {
+            if root.subject().as_raw() != inter.issuer().as_raw() {
+                continue;
+            }
+            if pki::verify_cert_signature(&inter, root.public_key()).is_err() {
+                bad_signature_by_root = Some((common_name(&inter), common_name(&root)));
                 continue;
             }
             return finish_chain(
@@ -284,14 +289,18 @@ pub fn build_chain(
         }
         signed_leaf_but_untrusted = Some(common_name(&inter));
     }
-    match signed_leaf_but_untrusted {
-        Some(inter) => Err(Rejection::new(
+    match (bad_signature_by_root, signed_leaf_but_untrusted) {
+        (Some((inter, root)), _) => Err(chain_invalid(format!(
+            "the {inter} certificate names the trusted root {root} as its issuer, but its signature does not \
+             verify under that root's key"
+        ))),
+        (None, Some(inter)) => Err(Rejection::new(
             Reason::UntrustedRoot,
             format!(
                 "the {leaf_cn} certificate chains to {inter}, which no trusted root (ARK) signed"
             ),
         )),
-        None => Err(chain_invalid(format!(
+        (None, None) => Err(chain_invalid(format!(
             "no ASK/ASVK among the built-in and given certificates signed the {leaf_cn} certificate (issuer {})",
             leaf.issuer()
         ))),

@@ -554,12 +554,7 @@ impl TdxVerifier {
                     parent.subject()
                 )));
             }
-            let is_ca = parent
-                .basic_constraints()
-                .ok()
-                .flatten()
-                .is_some_and(|bc| bc.value.ca);
-            if !is_ca {
+            if !pki::is_ca(parent) {
                 return Err(PathError::Broken(format!(
                     "{} is not a CA",
                     parent.subject()
@@ -580,6 +575,7 @@ impl TdxVerifier {
         if let Some(i) = self.roots.iter().position(|r| r.info.der == last_der) {
             return Ok(i);
         }
+        let mut bad_signature = None;
         for (i, root) in self.roots.iter().enumerate() {
             if root.info.subject != last.issuer().as_raw() {
                 continue;
@@ -587,14 +583,26 @@ impl TdxVerifier {
             let Ok(root_cert) = pki::parse_cert(&root.info.der) else {
                 continue;
             };
-            if pki::verify_cert_signature(last, root_cert.public_key()).is_ok() {
-                return Ok(i);
+            match pki::verify_cert_signature(last, root_cert.public_key()) {
+                Ok(()) => return Ok(i),
+                Err(e) => bad_signature = Some(e),
             }
         }
-        Err(PathError::Untrusted(format!(
-            "the chain ends at {}, which is not a trusted root",
-            last.subject()
-        )))
+        // A certificate that names a trusted root as its issuer but does not verify under its key is a
+        // broken chain; a self-issued top that is not itself trusted is a root we do not trust.
+        match bad_signature {
+            Some(e) if last.subject().as_raw() != last.issuer().as_raw() => {
+                Err(PathError::Broken(format!(
+                    "{} names the trusted root {} as its issuer: {e}",
+                    last.subject(),
+                    last.issuer()
+                )))
+            }
+            _ => Err(PathError::Untrusted(format!(
+                "the chain ends at {}, which is not a trusted root",
+                last.subject()
+            ))),
+        }
     }
 
     fn root(&self, index: usize) -> Result<&TrustRoot, Rejection> {

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use tokio::sync::oneshot;
 
-pub const ALLOW_ALL: &str = "allow_debug = false\n";
+/// A policy that lets any (non-debug) guest have the secret: tests that never attest use it.
+pub const ALLOW_ALL: &str = "allow_any_measurement = true\n";
 
 /// A directory with everything a service needs.
 pub struct Fixture {
@@ -42,10 +43,30 @@ impl Fixture {
         Config::load(&self.path("config.toml")).unwrap()
     }
 
+    /// The TLS configuration of an anonymous client.
+    pub fn anon_tls(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        tls_config(&self.path("pki/ca.pem"), None).unwrap()
+    }
+
     /// An anonymous client.
     pub fn client(&self, addr: SocketAddr) -> Client {
         let tls = tls_config(&self.path("pki/ca.pem"), None).unwrap();
         Client::new(&format!("https://{addr}"), tls).unwrap()
+    }
+
+    /// A client with an admin certificate from another CA (the handshake fails), and that CA's directory.
+    pub fn foreign_admin(&self, addr: SocketAddr) -> (Client, tempfile::TempDir) {
+        let other = tempfile::tempdir().unwrap();
+        cvm_keys::ca::init_ca(other.path(), &["127.0.0.1".to_string()]).unwrap();
+        let tls = tls_config(
+            &self.path("pki/ca.pem"),
+            Some((
+                &other.path().join("admin.pem"),
+                &other.path().join("admin.key"),
+            )),
+        )
+        .unwrap();
+        (Client::new(&format!("https://{addr}"), tls).unwrap(), other)
     }
 
     /// A client with the admin certificate.
@@ -126,4 +147,92 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A TLS connection to the service made by hand (requests the protocol client would never send), from
+/// `local` (any loopback address: 127.0.0.0/8 is all loopback on Linux) with an optional small receive
+/// buffer (so that a client that does not read fills its window quickly).
+pub async fn tls_stream(
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    local: std::net::IpAddr,
+    recv_buffer: Option<u32>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tcp_from(addr, local, recv_buffer).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+}
+
+/// A TCP connection to `addr` from `local` (port chosen by the kernel).
+pub async fn tcp_from(
+    addr: SocketAddr,
+    local: std::net::IpAddr,
+    recv_buffer: Option<u32>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    socket.connect(addr).await
+}
+
+/// Send `request` (raw HTTP/1.1 bytes, which should say `connection: close`) over a fresh TLS connection
+/// and return everything the service answers until it closes.
+pub async fn raw_exchange(f: &Fixture, addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tls_stream(f.anon_tls(), addr, [127, 0, 0, 1].into(), None)
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    s.flush().await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut out)).await;
+    out
+}
+
+/// A POST of `body` to `path` with the given extra header lines (each ending in `\r\n`).
+pub fn post(path: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n{headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// The status code and body of a raw HTTP/1.1 answer.
+pub fn status_and_body(answer: &[u8]) -> (u16, Vec<u8>) {
+    let text = String::from_utf8_lossy(answer);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| answer[i + 4..].to_vec())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// One sample of the server's metrics (0 when absent).
+pub async fn metric(f: &Fixture, addr: SocketAddr, series: &str) -> f64 {
+    let text = f.client(addr).metrics().await.unwrap();
+    cvm_attest::server::metrics::sample(&text, series).unwrap_or(0.0)
+}
+
+/// The resident memory of process `pid` in bytes (VmRSS of /proc/PID/status).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
 }

@@ -1,26 +1,38 @@
-//! The request handler: routing, body limits, the attestation flow and the admin endpoints. One
-//! [`Service`] is shared by every connection.
+//! The request handler: routing, bodies (`Content-Type: application/cbor`, size and time limits, the strict
+//! decoder), the attestation flow and, in [`admin`], the admin endpoints. One [`Service`] is shared by every
+//! connection.
+//!
+//! What a caller learns is limited to what it may know: error messages quote at most a short prefix of any
+//! input ([`crate::excerpt`]), internal failures (storage, randomness) answer a generic message and are
+//! logged instead, and before a caller has attested, an unknown resource and a known one look the same (the
+//! challenge answers both alike; attest appraises the evidence first and only then says `UNKNOWN_RESOURCE`).
+
+mod admin;
+mod refusal;
 
 use super::appraise::{Appraisal, Appraiser};
 use super::config::{Config, Limits, Mode};
 use super::metrics::Metrics;
+use crate::excerpt::quote;
 use crate::nonce::{NonceError, NonceService};
-use crate::protocol::{self as p, ErrorBody, codes};
+use crate::policy::Policy;
+use crate::protocol::{self as p, codes};
 use crate::reason::{Reason, Rejection};
-use crate::store::{AuditLog, AuditRecord, SecretStore, StoreError};
+use crate::store::{AuditLog, AuditRecord, FileBackend, OpenOptions, SecretStore, StoreError};
 use crate::token::{TokenClaims, TokenSigner};
-use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode, header};
+use hyper::{Method, Request, StatusCode, header};
+use refusal::{Refusal, build, malformed, reply_cbor, reply_refusal};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub use refusal::{Reply, status_for};
+
+/// The token signing key's file in the state directory.
+pub const TOKEN_KEY_FILE: &str = "token-key.p8";
 
 /// Oversized bodies up to this size are read and dropped before the 413; larger ones are not read.
 const DRAIN_MAX: usize = 1 << 20;
-
-/// The response type of every handler.
-pub type Reply = Response<Full<Bytes>>;
 
 /// Who is calling, as the connection established it.
 #[derive(Clone, Copy, Debug)]
@@ -35,9 +47,17 @@ pub struct Peer {
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     /// The KEK could not be read.
-    #[error("key-encryption key: {0}")]
+    #[error("store.kek_file: {0}")]
     Kek(#[from] cvm_keys::keyfile::KeyFileError),
-    /// The state directory could not be used.
+    /// The state directory could not be created.
+    #[error("store.dir = {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The secret store could not be opened.
     #[error("store: {0}")]
     Store(#[from] StoreError),
     /// The audit log could not be opened.
@@ -70,92 +90,34 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// A refusal on the wire: status and body.
-struct Refusal {
-    status: StatusCode,
-    body: ErrorBody,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Refusal {
-            status,
-            body: ErrorBody {
-                code: code.to_owned(),
-                message: message.into(),
-            },
-        }
-    }
-
-    fn reason(r: &Rejection) -> Self {
-        Refusal {
-            status: status_for(r.reason),
-            body: ErrorBody::reason(r.reason, r.message.clone()),
-        }
-    }
-
-    fn internal(message: impl std::fmt::Display) -> Self {
-        Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            codes::INTERNAL,
-            message.to_string(),
-        )
-    }
-}
-
-/// The HTTP status for a reason code: 400 malformed, 401 nonce problems, 404 unknown resource, 403 the rest.
-pub fn status_for(reason: Reason) -> StatusCode {
-    match reason {
-        Reason::Malformed => StatusCode::BAD_REQUEST,
-        Reason::NonceInvalid | Reason::NonceExpired | Reason::NonceReplayed => {
-            StatusCode::UNAUTHORIZED
-        }
-        Reason::UnknownResource => StatusCode::NOT_FOUND,
-        _ => StatusCode::FORBIDDEN,
-    }
-}
-
-fn reply_cbor<T: serde::Serialize>(status: StatusCode, value: &T) -> Reply {
-    match p::encode(value) {
-        Ok(bytes) => build(status, p::CONTENT_TYPE_CBOR, bytes),
-        Err(e) => build(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "text/plain",
-            e.to_string().into_bytes(),
-        ),
-    }
-}
-
-fn build(status: StatusCode, content_type: &str, body: Vec<u8>) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    if let Ok(v) = header::HeaderValue::from_str(content_type) {
-        r.headers_mut().insert(header::CONTENT_TYPE, v);
-    }
-    r
-}
-
-fn reply_refusal(r: Refusal) -> Reply {
-    reply_cbor(r.status, &r.body)
-}
-
-fn malformed(message: impl Into<String>) -> Refusal {
-    Refusal::reason(&Rejection::new(Reason::Malformed, message))
+/// Whether a request's `Content-Type` is `application/cbor` (parameters aside, case-insensitive).
+fn is_cbor(value: Option<&header::HeaderValue>) -> bool {
+    value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(p::CONTENT_TYPE_CBOR))
 }
 
 impl Service {
     /// Open the store, the audit log and the token key, and set up the verifiers.
     pub fn new(config: &Config) -> Result<Self, SetupError> {
         crate::store::atomic::create_private_dir(&config.store.dir).map_err(|source| {
-            StoreError::Io {
+            SetupError::StateDir {
                 path: config.store.dir.clone(),
                 source,
             }
         })?;
         let kek = cvm_keys::Key256::read_file(&config.store.kek_file)?;
-        let store = SecretStore::open(&config.store.dir, &kek)?;
+        let backend = FileBackend::open(&config.store.dir).map_err(StoreError::from)?;
+        let store = SecretStore::open_with(
+            Box::new(backend),
+            &kek,
+            OpenOptions {
+                adopt_existing: config.store.allow_adopt_existing,
+            },
+        )?;
         let audit = AuditLog::open(&config.store.dir).map_err(SetupError::Audit)?;
-        let signer = TokenSigner::load_or_create(&config.store.dir.join("token-key.p8"))?;
+        let signer = TokenSigner::load_or_create(&config.store.dir.join(TOKEN_KEY_FILE))?;
         let nonces = NonceService::new(
             config.limits.nonce_ttl_secs,
             crate::nonce::DEFAULT_REPLAY_CAPACITY,
@@ -175,6 +137,26 @@ impl Service {
     /// The service's mode.
     pub fn mode(&self) -> Mode {
         self.appraiser.mode()
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// What opening the store found worth telling the operator, and the store's generation.
+    pub fn store_warnings(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .store
+            .warnings()
+            .iter()
+            .map(|w| format!("WARNING: {w}"))
+            .collect();
+        out.push(format!(
+            "secret store generation {} (it only grows: a lower value later means the store was rolled back)",
+            self.store.generation()
+        ));
+        out
     }
 
     /// Handle one request.
@@ -197,18 +179,7 @@ impl Service {
                 "healthz",
                 build(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             ),
-            (Method::GET, p::PATH_METRICS) => {
-                let mut text = self.metrics.render();
-                text.push_str(&super::metrics::render_audit(self.audit.commit_counts()));
-                (
-                    "metrics",
-                    build(
-                        StatusCode::OK,
-                        "text/plain; version=0.0.4",
-                        text.into_bytes(),
-                    ),
-                )
-            }
+            (Method::GET, p::PATH_METRICS) => ("metrics", self.metrics_text()),
             (
                 _,
                 p::PATH_CHALLENGE
@@ -216,18 +187,17 @@ impl Service {
                 | p::PATH_TOKEN_KEY
                 | p::PATH_HEALTHZ
                 | p::PATH_METRICS,
-            ) => (
-                "other",
-                reply_refusal(Refusal::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    codes::METHOD_NOT_ALLOWED,
-                    "method not allowed here",
-                )),
-            ),
+            ) => ("other", reply_refusal(refusal::method_not_allowed())),
             (method, path)
                 if path == p::PATH_ADMIN_AUDIT || path.starts_with(p::PATH_ADMIN_SECRETS) =>
             {
                 if !peer.admin {
+                    self.audit_refused_admin(
+                        peer.addr,
+                        admin::secret_name(path),
+                        codes::ADMIN_CERT_REQUIRED,
+                    )
+                    .await;
                     return (
                         "admin",
                         reply_refusal(Refusal::new(
@@ -237,23 +207,56 @@ impl Service {
                         )),
                     );
                 }
-                (
-                    "admin",
-                    self.admin(method, path.to_owned(), req, peer).await,
-                )
+                ("admin", self.admin(method, path, req, peer).await)
             }
-            _ => (
-                "other",
-                reply_refusal(Refusal::new(
-                    StatusCode::NOT_FOUND,
-                    codes::NOT_FOUND,
-                    "no such endpoint",
-                )),
-            ),
+            _ => ("other", reply_refusal(refusal::no_such_endpoint())),
         }
     }
 
+    fn metrics_text(&self) -> Reply {
+        let mut text = self.metrics.render();
+        text.push_str(&super::metrics::render_audit(self.audit.commit_counts()));
+        text.push_str(&super::metrics::render_limits(&self.limits));
+        text.push_str(&super::metrics::render_store(self.store.generation()));
+        build(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            text.into_bytes(),
+        )
+    }
+
+    /// Record a refused admin attempt (no admin certificate, or one the admin CA did not issue).
+    pub async fn audit_refused_admin(
+        &self,
+        addr: SocketAddr,
+        resource: Option<&str>,
+        reason: &str,
+    ) {
+        let record = AuditRecord {
+            time: now(),
+            event: "admin_refused".into(),
+            resource: resource.unwrap_or_default().into(),
+            verdict: "refuse".into(),
+            reason: Some(reason.into()),
+            tee: None,
+            measurement: None,
+            simulated: false,
+            peer: Some(addr.to_string()),
+        };
+        if let Err(e) = self.audit.append(&record).await {
+            eprintln!("cvm-attest: audit log write failed: {e}");
+        }
+    }
+
+    /// The body of a request that must carry CBOR: its content type, size and arrival time checked.
     async fn body(&self, req: Request<Incoming>) -> Result<Bytes, Refusal> {
+        if !is_cbor(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                codes::UNSUPPORTED_MEDIA_TYPE,
+                "request bodies are CBOR: send them with Content-Type: application/cbor",
+            ));
+        }
         let too_large = || {
             Refusal::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -271,6 +274,7 @@ impl Service {
             return Err(too_large());
         }
         let read = async {
+            use http_body_util::BodyExt;
             let mut body = req.into_body();
             let mut buf = Vec::new();
             let mut total = 0usize;
@@ -311,10 +315,11 @@ impl Service {
         p::decode(&body).map_err(|e| malformed(format!("bad CBOR body: {e}")))
     }
 
+    /// A nonce for any well-formed resource name: whether a secret of that name exists is not said here.
     async fn challenge(&self, req: Request<Incoming>) -> Reply {
         let result = async {
             let r: p::ChallengeRequest = self.decode(req).await?;
-            self.known_resource(&r.resource)?;
+            check_resource_name(&r.resource)?;
             let (nonce, expires_at) = self
                 .nonces
                 .issue(&r.resource, now())
@@ -325,20 +330,6 @@ impl Service {
         match result {
             Ok(r) => reply_cbor(StatusCode::OK, &r),
             Err(r) => reply_refusal(r),
-        }
-    }
-
-    fn known_resource(&self, name: &str) -> Result<Arc<crate::store::StoredSecret>, Refusal> {
-        if !p::valid_resource_name(name) {
-            return Err(malformed(format!("{name:?} is not a valid resource name")));
-        }
-        match self.store.get(name) {
-            Ok(s) => Ok(s),
-            Err(StoreError::NotFound(_)) => Err(Refusal::reason(&Rejection::new(
-                Reason::UnknownResource,
-                format!("there is no secret named {name:?}"),
-            ))),
-            Err(e) => Err(Refusal::internal(e)),
         }
     }
 
@@ -361,8 +352,8 @@ impl Service {
                 (reply_cbor(StatusCode::OK, &r), "release")
             }
             Err(r) => {
-                record.reason = Some(r.body.code.clone());
-                let code = Reason::from_code(&r.body.code).map_or("other", Reason::code);
+                record.reason = Some(r.code().to_owned());
+                let code = Reason::from_code(r.code()).map_or("other", Reason::code);
                 (reply_refusal(r), code)
             }
         };
@@ -374,28 +365,30 @@ impl Service {
         self.metrics.verdict(tee, outcome);
         if let Err(e) = self.audit.append(&record).await {
             // No secret leaves without its audit record.
-            eprintln!("cvm-attest: audit log write failed: {e}");
-            return reply_refusal(Refusal::internal("audit log unavailable"));
+            return reply_refusal(Refusal::internal(format!("audit log write failed: {e}")));
         }
         reply
     }
 
+    /// The attestation: request, nonce, evidence (appraised under the secret's policy, or under the default
+    /// policy when there is no such secret, so that only attested callers learn which names exist), binding,
+    /// and only then the secret.
     async fn attest_inner(
         &self,
         req: Request<Incoming>,
         record: &mut AuditRecord,
     ) -> Result<p::AttestResponse, Refusal> {
         let r: p::AttestRequest = self.decode(req).await?;
-        record.resource.clone_from(&r.resource);
         let tee: crate::Tee = r.tee.into();
         record.tee = Some(tee.as_str().to_owned());
+        check_resource_name(&r.resource)?;
+        record.resource.clone_from(&r.resource);
         if r.hpke_public_key.len() != p::HPKE_PUBLIC_KEY_LEN {
             return Err(malformed(format!(
                 "hpke_public_key must be {} bytes",
                 p::HPKE_PUBLIC_KEY_LEN
             )));
         }
-        let secret = self.known_resource(&r.resource)?;
         let at = now();
         self.nonces
             .consume(&r.nonce, &r.resource, at)
@@ -408,8 +401,12 @@ impl Service {
                 ),
                 NonceError::Random => Refusal::internal(e),
             })?;
+        let secret = self.store.get(&r.resource);
         // The policy's report_data is for offline use: here REPORT_DATA is checked against the binding below.
-        let mut policy = secret.policy.clone();
+        let mut policy = match &secret {
+            Ok(s) => s.policy.clone(),
+            Err(_) => Policy::default(),
+        };
         policy.snp.report_data = None;
         policy.tdx.report_data = None;
         let appraisal = self
@@ -421,6 +418,29 @@ impl Service {
             return Err(Refusal::reason(rej));
         }
         check_binding(&appraisal, &r)?;
+        let secret = secret.map_err(|e| match e {
+            StoreError::NotFound(_) => Refusal::reason(&Rejection::new(
+                Reason::UnknownResource,
+                format!("there is no secret named {}", quote(&r.resource)),
+            )),
+            other => Refusal::internal(other),
+        })?;
+        if !secret.policy.allow_any_measurement && !secret.policy.constrains_measurement(tee) {
+            return Err(Refusal::reason(&Rejection::new(
+                Reason::PolicyMeasurement,
+                format!(
+                    "the secret's policy constrains no {} launch measurement ({}): the service releases it to \
+                     no {} guest until the policy names the measurements (or says allow_any_measurement = true)",
+                    tee.as_str().to_uppercase(),
+                    if tee == crate::Tee::Snp {
+                        "[snp] measurements"
+                    } else {
+                        "[tdx] mrtd"
+                    },
+                    tee.as_str().to_uppercase(),
+                ),
+            )));
+        }
         let (enc, ciphertext) = cvm_keys::hpke::seal_base(
             &r.hpke_public_key,
             &cvm_keys::binding::secret_info(r.resource.as_bytes()),
@@ -458,122 +478,17 @@ impl Service {
             Err(e) => reply_refusal(Refusal::internal(e)),
         }
     }
-
-    async fn admin(
-        &self,
-        method: Method,
-        path: String,
-        req: Request<Incoming>,
-        peer: Peer,
-    ) -> Reply {
-        let result = async {
-            if path == p::PATH_ADMIN_AUDIT {
-                if method != Method::GET {
-                    return Err(method_not_allowed());
-                }
-                let records = self.audit.tail(10_000).map_err(Refusal::internal)?;
-                return Ok(reply_cbor(StatusCode::OK, &p::AuditResponse { records }));
-            }
-            let rest = path.strip_prefix(p::PATH_ADMIN_SECRETS).unwrap_or_default();
-            if rest.is_empty() || rest == "/" {
-                if method != Method::GET {
-                    return Err(method_not_allowed());
-                }
-                let names = self.store.list().map_err(Refusal::internal)?;
-                return Ok(reply_cbor(StatusCode::OK, &p::SecretList { names }));
-            }
-            let Some(name) = rest.strip_prefix('/') else {
-                return Err(Refusal::new(
-                    StatusCode::NOT_FOUND,
-                    codes::NOT_FOUND,
-                    "no such endpoint",
-                ));
-            };
-            if !p::valid_resource_name(name) {
-                return Err(Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    codes::BAD_REQUEST,
-                    format!("{name:?} is not a valid secret name"),
-                ));
-            }
-            let name = name.to_owned();
-            match method {
-                Method::PUT => {
-                    let put: p::PutSecretRequest = self.decode(req).await?;
-                    let at = now();
-                    self.store
-                        .put(&name, &put.value, &put.policy, at)
-                        .map_err(store_refusal)?;
-                    self.audit
-                        .append(&admin_record("secret_put", &name, peer))
-                        .await
-                        .map_err(Refusal::internal)?;
-                    self.info(&name).map(|i| reply_cbor(StatusCode::OK, &i))
-                }
-                Method::GET => self.info(&name).map(|i| reply_cbor(StatusCode::OK, &i)),
-                Method::DELETE => {
-                    self.store.delete(&name).map_err(store_refusal)?;
-                    self.audit
-                        .append(&admin_record("secret_delete", &name, peer))
-                        .await
-                        .map_err(Refusal::internal)?;
-                    Ok(build(
-                        StatusCode::NO_CONTENT,
-                        p::CONTENT_TYPE_CBOR,
-                        Vec::new(),
-                    ))
-                }
-                _ => Err(method_not_allowed()),
-            }
-        }
-        .await;
-        result.unwrap_or_else(reply_refusal)
-    }
-
-    fn info(&self, name: &str) -> Result<p::SecretInfo, Refusal> {
-        let s = self.store.get(name).map_err(store_refusal)?;
-        Ok(p::SecretInfo {
-            name: s.name.clone(),
-            policy: s.policy_toml.clone(),
-            policy_id: hex::encode(s.policy_id),
-            value_len: s.value.len() as u64,
-            updated_at: s.updated_at,
-        })
-    }
 }
 
-/// The audit record of an admin change.
-fn admin_record(event: &str, name: &str, peer: Peer) -> AuditRecord {
-    AuditRecord {
-        time: now(),
-        event: event.into(),
-        resource: name.into(),
-        verdict: "ok".into(),
-        reason: None,
-        tee: None,
-        measurement: None,
-        simulated: false,
-        peer: Some(peer.addr.to_string()),
-    }
-}
-
-fn method_not_allowed() -> Refusal {
-    Refusal::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        codes::METHOD_NOT_ALLOWED,
-        "method not allowed here",
-    )
-}
-
-fn store_refusal(e: StoreError) -> Refusal {
-    match e {
-        StoreError::NotFound(_) => {
-            Refusal::reason(&Rejection::new(Reason::UnknownResource, e.to_string()))
-        }
-        StoreError::BadName(_) | StoreError::BadPolicy(_) => {
-            Refusal::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, e.to_string())
-        }
-        other => Refusal::internal(other),
+/// A resource name must be a valid secret name (the message quotes a prefix of it only).
+fn check_resource_name(name: &str) -> Result<(), Refusal> {
+    if p::valid_resource_name(name) {
+        Ok(())
+    } else {
+        Err(malformed(format!(
+            "{} is not a valid resource name: use 1-128 of A-Z a-z 0-9 . _ - (not starting with '.')",
+            quote(name)
+        )))
     }
 }
 
@@ -596,4 +511,20 @@ fn check_binding(appraisal: &Appraisal, r: &p::AttestRequest) -> Result<(), Refu
 }
 
 /// Shared handle to the service.
-pub type SharedService = Arc<Service>;
+pub type SharedService = std::sync::Arc<Service>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_application_cbor_is_a_cbor_body() {
+        let v = |s: &'static str| header::HeaderValue::from_static(s);
+        assert!(is_cbor(Some(&v("application/cbor"))));
+        assert!(is_cbor(Some(&v("Application/CBOR; charset=binary"))));
+        for bad in ["application/json", "text/plain", "application/cbor-seq", ""] {
+            assert!(!is_cbor(Some(&v(bad))), "{bad}");
+        }
+        assert!(!is_cbor(None));
+    }
+}
