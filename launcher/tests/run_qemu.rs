@@ -229,3 +229,26 @@ fn qemu_flags_are_refused_for_the_builtin_vmm() {
         text(&out)
     );
 }
+
+#[test]
+fn the_relay_says_nothing_to_the_guest_when_the_service_is_down() {
+    // QEMU hands the relay the guest's connection as stdin, stdout and stderr: a message would reach the
+    // guest's TLS client as bytes of the stream.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = Command::new(LAUNCH)
+        .args(["relay", &format!("127.0.0.1:{port}")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    let out = Command::new(LAUNCH)
+        .args(["relay", "192.0.2.1:443"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.is_empty(), "{out:?}");
+}

@@ -1,7 +1,8 @@
 //! `cvm-launch relay 127.0.0.1:PORT`: what QEMU's user-mode networking runs for each guest connection to
-//! the forwarded attestation address (`guestfwd=…-cmd:`): the connection is this process's stdin and
-//! stdout; the relay copies both ways to the service on the host's loopback, and ends when either side
-//! closes. Only loopback targets are accepted: the guest can reach the one service the launcher named.
+//! the forwarded attestation address (`guestfwd=…-cmd:`): the connection is this process's stdin, stdout
+//! and stderr (so the relay never prints); the relay copies both ways to the service on the host's
+//! loopback, and ends when either side closes. Only loopback targets are accepted: the guest can reach the
+//! one service the launcher named.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
