@@ -154,22 +154,27 @@ impl Provider for SimSocket {
         })?;
         write_frame(&mut s, &req).map_err(self.io("send request"))?;
         let body = read_frame(&mut s, MAX_RESPONSE).map_err(self.io("read response"))?;
-        if let Ok(ok) = cvm_keys::cbor::from_slice::<EvidenceResponse>(&body) {
-            return Ok(Evidence {
-                tee: self.format,
-                evidence: ok.evidence.0,
-                certs: ok.certs.into_iter().map(|c| c.0).collect(),
-            });
-        }
-        let message = match cvm_keys::cbor::from_slice::<ErrorResponse>(&body) {
-            Ok(e) => format!("refused: {}: {}", e.code, e.message),
-            Err(e) => format!("undecodable response: {e}"),
-        };
-        Err(ProviderError::Bad {
+        decode_response(&body, self.format).map_err(|message| ProviderError::Bad {
             provider: self.describe(),
             message,
         })
     }
+}
+
+/// The evidence in a response body from the simulated PSP (bytes from the host, which the guest does not
+/// trust: any decoding failure, or the PSP's refusal, is the message of the error).
+pub fn decode_response(body: &[u8], format: TeeKind) -> Result<Evidence, String> {
+    if let Ok(ok) = cvm_keys::cbor::from_slice::<EvidenceResponse>(body) {
+        return Ok(Evidence {
+            tee: format,
+            evidence: ok.evidence.0,
+            certs: ok.certs.into_iter().map(|c| c.0).collect(),
+        });
+    }
+    Err(match cvm_keys::cbor::from_slice::<ErrorResponse>(body) {
+        Ok(e) => format!("refused: {}: {}", e.code, e.message),
+        Err(e) => format!("undecodable response: {e}"),
+    })
 }
 
 /// The socket's name for an evidence format.
