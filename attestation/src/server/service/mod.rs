@@ -8,6 +8,7 @@
 //! challenge answers both alike; attest appraises the evidence first and only then says `UNKNOWN_RESOURCE`).
 
 mod admin;
+mod kbs;
 mod refusal;
 
 use super::appraise::{Appraisal, Appraiser};
@@ -84,18 +85,25 @@ pub struct Service {
     appraiser: Appraiser,
     metrics: Metrics,
     limits: Limits,
+    /// The KBS protocol's state, when `[kbs] enabled = true`.
+    kbs: Option<kbs::KbsState>,
 }
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Whether a request's `Content-Type` is `application/cbor` (parameters aside, case-insensitive).
-fn is_cbor(value: Option<&header::HeaderValue>) -> bool {
+/// Whether a request's `Content-Type` is `media` (parameters aside, case-insensitive).
+fn is_media(value: Option<&header::HeaderValue>, media: &str) -> bool {
     value
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case(p::CONTENT_TYPE_CBOR))
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(media))
+}
+
+/// Whether a request's `Content-Type` is `application/cbor`.
+fn is_cbor(value: Option<&header::HeaderValue>) -> bool {
+    is_media(value, p::CONTENT_TYPE_CBOR)
 }
 
 impl Service {
@@ -123,6 +131,7 @@ impl Service {
             crate::nonce::DEFAULT_REPLAY_CAPACITY,
         )?;
         let appraiser = Appraiser::new(config)?;
+        let kbs = kbs::KbsState::new(config)?;
         Ok(Service {
             store,
             audit,
@@ -131,6 +140,7 @@ impl Service {
             appraiser,
             metrics: Metrics::default(),
             limits: config.limits.clone(),
+            kbs,
         })
     }
 
@@ -188,6 +198,9 @@ impl Service {
                 | p::PATH_HEALTHZ
                 | p::PATH_METRICS,
             ) => ("other", reply_refusal(refusal::method_not_allowed())),
+            (method, path) if self.kbs.is_some() && path.starts_with(crate::kbs::PATH_PREFIX) => {
+                self.kbs_route(method, path, req, peer).await
+            }
             (method, path)
                 if path == p::PATH_ADMIN_AUDIT || path.starts_with(p::PATH_ADMIN_SECRETS) =>
             {
@@ -257,11 +270,16 @@ impl Service {
                 "request bodies are CBOR: send them with Content-Type: application/cbor",
             ));
         }
+        self.read_body(req, p::MAX_BODY).await
+    }
+
+    /// A request body of at most `max` bytes (at most [`DRAIN_MAX`]), received in time.
+    async fn read_body(&self, req: Request<Incoming>, max: usize) -> Result<Bytes, Refusal> {
         let too_large = || {
             Refusal::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 codes::TOO_LARGE,
-                format!("request bodies are limited to {} bytes", p::MAX_BODY),
+                format!("request bodies are limited to {max} bytes"),
             )
         };
         let declared = req
@@ -285,14 +303,14 @@ impl Service {
                     if total > DRAIN_MAX {
                         return Err(too_large());
                     }
-                    if total <= p::MAX_BODY {
+                    if total <= max {
                         buf.extend_from_slice(&data);
                     }
                 }
             }
             // Oversized bodies up to DRAIN_MAX are read to the end and dropped, so that the client sees the
             // 413 instead of a reset connection.
-            if total > p::MAX_BODY {
+            if total > max {
                 return Err(too_large());
             }
             Ok(Bytes::from(buf))
@@ -425,22 +443,7 @@ impl Service {
             )),
             other => Refusal::internal(other),
         })?;
-        if !secret.policy.allow_any_measurement && !secret.policy.constrains_measurement(tee) {
-            return Err(Refusal::reason(&Rejection::new(
-                Reason::PolicyMeasurement,
-                format!(
-                    "the secret's policy constrains no {} launch measurement ({}): the service releases it to \
-                     no {} guest until the policy names the measurements (or says allow_any_measurement = true)",
-                    tee.as_str().to_uppercase(),
-                    if tee == crate::Tee::Snp {
-                        "[snp] measurements"
-                    } else {
-                        "[tdx] mrtd"
-                    },
-                    tee.as_str().to_uppercase(),
-                ),
-            )));
-        }
+        check_measurement_constrained(&secret.policy, tee)?;
         let (enc, ciphertext) = cvm_keys::hpke::seal_base(
             &r.hpke_public_key,
             &cvm_keys::binding::secret_info(r.resource.as_bytes()),
@@ -486,10 +489,33 @@ fn check_resource_name(name: &str) -> Result<(), Refusal> {
         Ok(())
     } else {
         Err(malformed(format!(
-            "{} is not a valid resource name: use 1-128 of A-Z a-z 0-9 . _ - (not starting with '.')",
+            "{} is not a valid resource name: use 1-128 of A-Z a-z 0-9 . _ - (not starting with '.'), or \
+             <repository>/<type>/<tag> of such components",
             quote(name)
         )))
     }
+}
+
+/// A secret is released only under a policy that constrains the launch measurement of the guest's TEE, or
+/// says `allow_any_measurement = true`.
+fn check_measurement_constrained(policy: &Policy, tee: crate::Tee) -> Result<(), Refusal> {
+    if policy.allow_any_measurement || policy.constrains_measurement(tee) {
+        return Ok(());
+    }
+    Err(Refusal::reason(&Rejection::new(
+        Reason::PolicyMeasurement,
+        format!(
+            "the secret's policy constrains no {} launch measurement ({}): the service releases it to no {} \
+             guest until the policy names the measurements (or says allow_any_measurement = true)",
+            tee.as_str().to_uppercase(),
+            if tee == crate::Tee::Snp {
+                "[snp] measurements"
+            } else {
+                "[tdx] mrtd"
+            },
+            tee.as_str().to_uppercase(),
+        ),
+    )))
 }
 
 /// Step after verification: the evidence's REPORT_DATA must bind the nonce, the HPKE key and the resource.
