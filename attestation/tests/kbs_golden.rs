@@ -16,7 +16,9 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn golden(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/kbs").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/kbs")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -26,7 +28,11 @@ fn vector(rel: &str) -> Vec<u8> {
 
 fn at(id: &str) -> i64 {
     let m: Value = serde_json::from_slice(&vector("MANIFEST.json")).unwrap();
-    let all = m["snp"].as_array().unwrap().iter().chain(m["tdx"].as_array().unwrap());
+    let all = m["snp"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(m["tdx"].as_array().unwrap());
     let e = all.into_iter().find(|e| e["id"] == id).unwrap();
     tdx_common::t(e["expected"]["verifies_at"].as_str().unwrap())
 }
@@ -41,7 +47,10 @@ fn auth_requests_of_the_guest_side_decode_and_select_sha384() {
         let r: Request = payload::decode(&golden(file)).unwrap();
         assert_eq!(r.version, cvm_attest::kbs::PROTOCOL_VERSION);
         assert_eq!(KbsTee::parse(&r.tee), Some(tee));
-        assert_eq!(HashAlgorithm::select(&r.extra_params), Some(HashAlgorithm::Sha384));
+        assert_eq!(
+            HashAlgorithm::select(&r.extra_params),
+            Some(HashAlgorithm::Sha384)
+        );
     }
 }
 
@@ -54,11 +63,23 @@ fn report_data_is_the_one_the_guest_side_computes_for_every_hash() {
         &rd.tee_pubkey,
         &a.tee_evidence.additional_evidence,
     );
-    assert_eq!(json.as_bytes(), golden("runtime-data-canonical.json").as_slice());
+    assert_eq!(
+        json.as_bytes(),
+        golden("runtime-data-canonical.json").as_slice()
+    );
     let want: Value = serde_json::from_slice(&golden("runtime-data-report-data.json")).unwrap();
-    for h in [HashAlgorithm::Sha256, HashAlgorithm::Sha384, HashAlgorithm::Sha512] {
+    for h in [
+        HashAlgorithm::Sha256,
+        HashAlgorithm::Sha384,
+        HashAlgorithm::Sha512,
+    ] {
         let got = canonical::report_data(h, &rd.nonce, &rd.tee_pubkey, "");
-        assert_eq!(hex::encode(got), want[h.as_str()].as_str().unwrap(), "{}", h.as_str());
+        assert_eq!(
+            hex::encode(got),
+            want[h.as_str()].as_str().unwrap(),
+            "{}",
+            h.as_str()
+        );
     }
 }
 
@@ -89,8 +110,7 @@ fn real_snp_reports_come_out_of_their_wrapping_byte_for_byte_and_verify_at_their
         let ours = snp_json::to_json(&report, Some(std::slice::from_ref(&vcek))).unwrap();
         assert_eq!(ours, a.tee_evidence.primary_evidence, "{id}");
     }
-    let a: Attestation =
-        payload::decode(&golden("attest-snp-milan-trustee-nocerts.json")).unwrap();
+    let a: Attestation = payload::decode(&golden("attest-snp-milan-trustee-nocerts.json")).unwrap();
     let u = evidence::unwrap(KbsTee::Snp, &a.tee_evidence.primary_evidence).unwrap();
     assert!(u.certs.is_empty());
     assert_eq!(
