@@ -37,6 +37,21 @@ fn at(id: &str) -> i64 {
     tdx_common::t(e["expected"]["verifies_at"].as_str().unwrap())
 }
 
+/// The built-in roots' verdict on unwrapped SNP evidence (debug allowed) at `at`.
+fn verify_snp(u: &evidence::Unwrapped, at: i64) -> Result<(), cvm_attest::Rejection> {
+    let allow_debug = Policy::from_toml("allow_debug = true").unwrap();
+    let inputs = SnpInputs {
+        certs: &u.certs,
+        crls: &[],
+        policy: &allow_debug,
+        at,
+    };
+    SnpVerifier::new()
+        .unwrap()
+        .verify(&u.evidence, &inputs)
+        .outcome
+}
+
 #[test]
 fn auth_requests_of_the_guest_side_decode_and_select_sha384() {
     for (file, tee) in [
@@ -85,8 +100,6 @@ fn report_data_is_the_one_the_guest_side_computes_for_every_hash() {
 
 #[test]
 fn real_snp_reports_come_out_of_their_wrapping_byte_for_byte_and_verify_at_their_time() {
-    let verifier = SnpVerifier::new().unwrap();
-    let allow_debug = Policy::from_toml("allow_debug = true").unwrap();
     for id in ["milan-trustee", "milan-virtee", "genoa-oak", "turin-oak"] {
         let a: Attestation = payload::decode(&golden(&format!("attest-snp-{id}.json"))).unwrap();
         let u = evidence::unwrap(KbsTee::Snp, &a.tee_evidence.primary_evidence).unwrap();
@@ -96,16 +109,8 @@ fn real_snp_reports_come_out_of_their_wrapping_byte_for_byte_and_verify_at_their
         // zero in the rebuilt report (it is not signed).
         assert_eq!(u.evidence[..0x2A0 + 144], report[..0x2A0 + 144], "{id}");
         assert_eq!(u.certs, vec![vcek.clone()], "{id}");
-        let verdict = verifier.verify(
-            &u.evidence,
-            &SnpInputs {
-                certs: &u.certs,
-                crls: &[],
-                policy: &allow_debug,
-                at: at(&format!("snp-{id}")),
-            },
-        );
-        assert!(verdict.accepted(), "{id}: {:?}", verdict.outcome);
+        let verdict = verify_snp(&u, at(&format!("snp-{id}")));
+        assert!(verdict.is_ok(), "{id}: {verdict:?}");
         // Our agent wraps the report exactly as guest-components' SNP attester does.
         let ours = snp_json::to_json(&report, Some(std::slice::from_ref(&vcek))).unwrap();
         assert_eq!(ours, a.tee_evidence.primary_evidence, "{id}");
@@ -121,23 +126,13 @@ fn real_snp_reports_come_out_of_their_wrapping_byte_for_byte_and_verify_at_their
 
 #[test]
 fn a_tampered_snp_field_fails_the_signature_and_a_wrong_length_is_malformed() {
-    let verifier = SnpVerifier::new().unwrap();
-    let allow_debug = Policy::from_toml("allow_debug = true").unwrap();
     let a: Attestation = payload::decode(&golden("attest-snp-milan-trustee.json")).unwrap();
     let mut ev = a.tee_evidence.primary_evidence.clone();
     ev["attestation_report"]["guest_svn"] = Value::from(5);
     let u = evidence::unwrap(KbsTee::Snp, &ev).unwrap();
-    let verdict = verifier.verify(
-        &u.evidence,
-        &SnpInputs {
-            certs: &u.certs,
-            crls: &[],
-            policy: &allow_debug,
-            at: at("snp-milan-trustee"),
-        },
-    );
+    let verdict = verify_snp(&u, at("snp-milan-trustee"));
     assert_eq!(
-        verdict.outcome.unwrap_err().reason,
+        verdict.unwrap_err().reason,
         cvm_attest::Reason::SignatureInvalid
     );
     let mut short = a.tee_evidence.primary_evidence.clone();

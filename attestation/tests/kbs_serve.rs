@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod serve_common;
+mod sim_common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -15,7 +16,7 @@ use cvm_attest::kbs::evidence::tdx_to_json;
 use cvm_attest::kbs::jwk::EcPublicJwk;
 use cvm_attest::kbs::payload::HashAlgorithm;
 use cvm_attest::kbs::{self as k, canonical, jwe, jwt, snp_json};
-use cvm_attest::sim::{self, InitOptions, Simulator, SnpRequest, TdxRequest};
+use cvm_attest::sim::{Simulator, SnpRequest, TdxRequest};
 use hyper::{Method, header};
 use ring::agreement::{ECDH_P256, EphemeralPrivateKey};
 use serde_json::{Value, json};
@@ -25,26 +26,9 @@ use std::sync::OnceLock;
 const MEASUREMENT: [u8; 48] = [0x5a; 48];
 const OTHER: [u8; 48] = [0x33; 48];
 
-fn simulator_dir() -> &'static std::path::Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        sim::init(
-            &dir.path().join("sim"),
-            &InitOptions {
-                seed: Some(b"kbs protocol tests seed".to_vec()),
-                ..InitOptions::default()
-            },
-        )
-        .unwrap();
-        dir
-    })
-    .path()
-}
-
 fn simulator() -> &'static Simulator {
     static S: OnceLock<Simulator> = OnceLock::new();
-    S.get_or_init(|| Simulator::load(&simulator_dir().join("sim")).unwrap())
+    S.get_or_init(|| Simulator::load(sim_common::sim_dir()).unwrap())
 }
 
 fn policy(m: [u8; 48]) -> String {
@@ -54,7 +38,7 @@ fn policy(m: [u8; 48]) -> String {
 
 /// A simulated-mode service with the KBS protocol; `kbs` and `limits` are added to its tables.
 fn simulated(kbs: &str, limits: &str) -> Fixture {
-    let sim = simulator_dir().join("sim");
+    let sim = sim_common::sim_dir();
     Fixture::new(
         &format!(
             "mode = \"simulated\"\nsim_dir = {:?}",
@@ -202,6 +186,18 @@ fn attestation(nonce: &str, jwk: &EcPublicJwk, primary: Value) -> Value {
     })
 }
 
+/// The `Attestation` of a well-behaved guest: `tee` evidence of [`MEASUREMENT`] bound to `nonce` and `jwk`.
+fn bound(tee: &str, nonce: &str, hash: HashAlgorithm, jwk: &EcPublicJwk) -> Value {
+    let rd = canonical::report_data(hash, nonce, jwk, "");
+    attestation(nonce, jwk, evidence(tee, rd, MEASUREMENT))
+}
+
+/// `POST /kbs/v0/auth` for `sample` evidence.
+async fn sample_auth(g: &mut Guest) -> Answer {
+    let body = json!({"version": "0.4.0", "tee": "sample", "extra-params": ""});
+    g.send(Method::POST, k::PATH_AUTH, Some(&body), None).await
+}
+
 /// A simulated-mode KBS holding `default/key/db` (value "kbs secret") under a policy naming [`MEASUREMENT`].
 async fn serving(kbs: &str, limits: &str) -> (Fixture, Running) {
     let f = simulated(kbs, limits);
@@ -303,15 +299,7 @@ async fn a_replayed_attestation_and_a_foreign_nonce_are_refused() {
     let mut g = Guest::new(&f, &s);
     let (nonce, hash) = g.auth("snp").await;
     let (_, jwk) = key();
-    let body = attestation(
-        &nonce,
-        &jwk,
-        evidence(
-            "snp",
-            canonical::report_data(hash, &nonce, &jwk, ""),
-            MEASUREMENT,
-        ),
-    );
+    let body = bound("snp", &nonce, hash, &jwk);
     assert_eq!(g.attest(&body).await.status, 200);
     let again = g.attest(&body).await;
     assert_eq!(
@@ -323,15 +311,7 @@ async fn a_replayed_attestation_and_a_foreign_nonce_are_refused() {
     // The nonce of one session in another session.
     let mut other = Guest::new(&f, &s);
     let (_, hash) = other.auth("snp").await;
-    let body = attestation(
-        &nonce,
-        &jwk,
-        evidence(
-            "snp",
-            canonical::report_data(hash, &nonce, &jwk, ""),
-            MEASUREMENT,
-        ),
-    );
+    let body = bound("snp", &nonce, hash, &jwk);
     let a = other.attest(&body).await;
     assert_eq!((a.status, a.code()), (401, "NONCE_INVALID"), "{}", a.body);
     s.stop().await;
@@ -347,15 +327,7 @@ async fn a_resource_outside_its_policy_or_unknown_is_refused_after_attestation()
     let mut g = Guest::new(&f, &s);
     let (nonce, hash) = g.auth("tdx").await;
     let (_, jwk) = key();
-    let body = attestation(
-        &nonce,
-        &jwk,
-        evidence(
-            "tdx",
-            canonical::report_data(hash, &nonce, &jwk, ""),
-            MEASUREMENT,
-        ),
-    );
+    let body = bound("tdx", &nonce, hash, &jwk);
     assert_eq!(g.attest(&body).await.status, 200);
     let r = g.resource("default/key/other", None).await;
     assert_eq!(
@@ -418,29 +390,13 @@ async fn an_expired_session_is_refused() {
     let mut g = Guest::new(&f, &s);
     let (nonce, hash) = g.auth("snp").await;
     let (_, jwk) = key();
-    let body = attestation(
-        &nonce,
-        &jwk,
-        evidence(
-            "snp",
-            canonical::report_data(hash, &nonce, &jwk, ""),
-            MEASUREMENT,
-        ),
-    );
+    let body = bound("snp", &nonce, hash, &jwk);
     let a = g.attest(&body).await;
     assert_eq!(a.status, 200, "{}", a.body);
     tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
     let r = g.resource("default/key/db", None).await;
     assert_eq!((r.status, r.code()), (401, "NONCE_EXPIRED"), "{}", r.body);
-    let body = attestation(
-        &late_nonce,
-        &jwk,
-        evidence(
-            "snp",
-            canonical::report_data(late_hash, &late_nonce, &jwk, ""),
-            MEASUREMENT,
-        ),
-    );
+    let body = bound("snp", &late_nonce, late_hash, &jwk);
     let a = late.attest(&body).await;
     assert_eq!((a.status, a.code()), (401, "NONCE_EXPIRED"), "{}", a.body);
     s.stop().await;
@@ -452,14 +408,7 @@ async fn sample_evidence_is_accepted_only_by_a_simulated_service_that_allows_it(
     let prod = Fixture::new("", "[kbs]\nenabled = true\n");
     let s = Running::start(&prod.config()).await;
     let mut g = Guest::new(&prod, &s);
-    let a = g
-        .send(
-            Method::POST,
-            k::PATH_AUTH,
-            Some(&json!({"version": "0.4.0", "tee": "sample", "extra-params": ""})),
-            None,
-        )
-        .await;
+    let a = sample_auth(&mut g).await;
     assert_eq!(
         (a.status, a.code()),
         (401, "SIMULATED_NOT_ALLOWED"),
@@ -474,14 +423,7 @@ async fn sample_evidence_is_accepted_only_by_a_simulated_service_that_allows_it(
     // Simulated without allow_sample: refused too.
     let (f, s) = serving("", "").await;
     let mut g = Guest::new(&f, &s);
-    let a = g
-        .send(
-            Method::POST,
-            k::PATH_AUTH,
-            Some(&json!({"version": "0.4.0", "tee": "sample", "extra-params": ""})),
-            None,
-        )
-        .await;
+    let a = sample_auth(&mut g).await;
     assert_eq!(a.code(), "SIMULATED_NOT_ALLOWED");
     s.stop().await;
     // Simulated with allow_sample: accepted, the token says simulated, and only secrets of any measurement.

@@ -18,7 +18,7 @@
 //! and every resource request is audited (`kbs_attest`, `kbs_resource`).
 
 use super::refusal::{Refusal, build, malformed, method_not_allowed, no_such_endpoint};
-use super::{Peer, Reply, Service, check_measurement_constrained, is_media, now};
+use super::{Peer, Reply, Service, check_measurement_constrained, is_media, nonce_refusal, now};
 use crate::excerpt::quote;
 use crate::kbs::evidence::{self, KbsTee, Unwrapped};
 use crate::kbs::payload::{self, Attestation, Challenge, ErrorInformation, HashAlgorithm, Request};
@@ -414,15 +414,7 @@ impl Service {
             .map_err(|_| Refusal::reason(&invalid_nonce()))?;
         self.nonces
             .consume(&nonce, &nonce_context(&id), at)
-            .map_err(|e| match e {
-                NonceError::Rejected(rej) => Refusal::reason(&rej),
-                NonceError::Full => Refusal::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    codes::OVERLOADED,
-                    e.to_string(),
-                ),
-                NonceError::Random => Refusal::internal(e),
-            })?;
+            .map_err(nonce_refusal)?;
         let unwrapped =
             evidence::unwrap(session.tee, &a.tee_evidence.primary_evidence).map_err(malformed)?;
         let checked = self.kbs_check(state, &unwrapped, &verification_policy(), at)?;

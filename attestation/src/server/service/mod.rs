@@ -410,15 +410,7 @@ impl Service {
         let at = now();
         self.nonces
             .consume(&r.nonce, &r.resource, at)
-            .map_err(|e| match e {
-                NonceError::Rejected(rej) => Refusal::reason(&rej),
-                NonceError::Full => Refusal::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    codes::OVERLOADED,
-                    e.to_string(),
-                ),
-                NonceError::Random => Refusal::internal(e),
-            })?;
+            .map_err(nonce_refusal)?;
         let secret = self.store.get(&r.resource);
         // The policy's report_data is for offline use: here REPORT_DATA is checked against the binding below.
         let mut policy = match &secret {
@@ -493,6 +485,19 @@ fn check_resource_name(name: &str) -> Result<(), Refusal> {
              <repository>/<type>/<tag> of such components",
             quote(name)
         )))
+    }
+}
+
+/// The refusal for a nonce that cannot be consumed.
+fn nonce_refusal(e: NonceError) -> Refusal {
+    match e {
+        NonceError::Rejected(rej) => Refusal::reason(&rej),
+        NonceError::Full => Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::OVERLOADED,
+            e.to_string(),
+        ),
+        NonceError::Random => Refusal::internal(e),
     }
 }
 
