@@ -631,3 +631,37 @@ async fn the_released_jwe_opens_with_jwcrypto() {
     assert_eq!(opened.stdout, b"kbs secret");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_path_secrets_persist_across_a_restart_next_to_single_names() {
+    let (f, s) = serving("", "").await;
+    let mut admin = f.admin(s.addr);
+    admin
+        .put_secret("single", b"x", "allow_any_measurement = true\n")
+        .await
+        .unwrap();
+    let bad = admin
+        .put_secret("a/b", b"x", "allow_any_measurement = true\n")
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Some("BAD_REQUEST"));
+    s.stop().await;
+    assert!(f.path("state/secrets/default+key+db.secret").exists());
+    let s = Running::start(&f.config()).await;
+    let mut admin = f.admin(s.addr);
+    assert_eq!(
+        admin.list_secrets().await.unwrap(),
+        ["default/key/db", "single"]
+    );
+    assert_eq!(
+        admin
+            .get_secret_info("default/key/db")
+            .await
+            .unwrap()
+            .value_len,
+        10
+    );
+    admin.delete_secret("default/key/db").await.unwrap();
+    assert!(!f.path("state/secrets/default+key+db.secret").exists());
+    s.stop().await;
+}

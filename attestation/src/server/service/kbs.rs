@@ -18,7 +18,10 @@
 //! and every resource request is audited (`kbs_attest`, `kbs_resource`).
 
 use super::refusal::{Refusal, build, malformed, method_not_allowed, no_such_endpoint};
-use super::{Peer, Reply, Service, check_measurement_constrained, is_media, nonce_refusal, now};
+use super::{
+    Peer, Reply, Service, attestation_record, check_measurement_constrained, is_media,
+    nonce_refusal, now,
+};
 use crate::excerpt::quote;
 use crate::kbs::evidence::{self, KbsTee, Unwrapped};
 use crate::kbs::payload::{self, Attestation, Challenge, ErrorInformation, HashAlgorithm, Request};
@@ -343,7 +346,7 @@ impl Service {
     }
 
     async fn kbs_attest(&self, req: HttpRequest<Incoming>, peer: Peer) -> Reply {
-        let mut record = audit_record("kbs_attest", peer);
+        let mut record = attestation_record("kbs_attest", peer);
         let result = self.kbs_attest_inner(req, &mut record).await;
         let (reply, outcome) = match result {
             Ok((token, cookie)) => {
@@ -494,7 +497,7 @@ impl Service {
     }
 
     async fn kbs_resource(&self, name: &str, req: HttpRequest<Incoming>, peer: Peer) -> Reply {
-        let mut record = audit_record("kbs_resource", peer);
+        let mut record = attestation_record("kbs_resource", peer);
         record.resource = crate::excerpt::truncate(name.to_owned());
         let (reply, outcome) = match self.kbs_resource_inner(name, &req, &mut record).await {
             Ok(jwe) => {
@@ -630,20 +633,6 @@ fn random_bytes() -> Result<[u8; 16], Refusal> {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .map_err(|_| Refusal::internal("no randomness for a token id"))?;
     Ok(b)
-}
-
-fn audit_record(event: &str, peer: Peer) -> AuditRecord {
-    AuditRecord {
-        time: now(),
-        event: event.into(),
-        resource: String::new(),
-        verdict: "refuse".into(),
-        reason: None,
-        tee: None,
-        measurement: None,
-        simulated: false,
-        peer: Some(peer.addr.to_string()),
-    }
 }
 
 /// What a token says.

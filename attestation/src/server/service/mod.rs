@@ -352,17 +352,7 @@ impl Service {
     }
 
     async fn attest(&self, req: Request<Incoming>, peer: Peer) -> Reply {
-        let mut record = AuditRecord {
-            time: now(),
-            event: "attest".into(),
-            resource: String::new(),
-            verdict: "refuse".into(),
-            reason: None,
-            tee: None,
-            measurement: None,
-            simulated: false,
-            peer: Some(peer.addr.to_string()),
-        };
+        let mut record = attestation_record("attest", peer);
         let result = self.attest_inner(req, &mut record).await;
         let (reply, outcome) = match result {
             Ok(r) => {
@@ -485,6 +475,21 @@ fn check_resource_name(name: &str) -> Result<(), Refusal> {
              <repository>/<type>/<tag> of such components",
             quote(name)
         )))
+    }
+}
+
+/// The audit record of an attestation by `peer`, a refusal until it succeeds.
+fn attestation_record(event: &str, peer: Peer) -> AuditRecord {
+    AuditRecord {
+        time: now(),
+        event: event.into(),
+        resource: String::new(),
+        verdict: "refuse".into(),
+        reason: None,
+        tee: None,
+        measurement: None,
+        simulated: false,
+        peer: Some(peer.addr.to_string()),
     }
 }
 
