@@ -426,7 +426,12 @@ async fn sample_evidence_is_accepted_only_by_a_simulated_service_that_allows_it(
     let a = sample_auth(&mut g).await;
     assert_eq!(a.code(), "SIMULATED_NOT_ALLOWED");
     s.stop().await;
-    // Simulated with allow_sample: accepted, the token says simulated, and only secrets of any measurement.
+    // Simulated with allow_sample: a warning at start; accepted, the token says simulated, and only secrets of
+    // any measurement.
+    let f = simulated("allow_sample = true", "");
+    let warned = cvm_attest::server::Server::bind(&f.config()).await.unwrap();
+    assert!(warned.warnings().iter().any(|w| w.contains("allow_sample")));
+    drop(warned);
     let (f, s) = serving("allow_sample = true", "").await;
     f.admin(s.addr)
         .put_secret("default/test/any", b"any", "allow_any_measurement = true\n")
