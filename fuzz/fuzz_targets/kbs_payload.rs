@@ -1,6 +1,6 @@
 //! KBS protocol bodies (JSON) → the request types, the guest's JWK, the evidence of each TEE as
 //! guest-components wraps it, the canonical runtime-data binding, a resource JWE and a token: nothing may
-//! panic; a decoded `Attestation` re-serializes to JSON that decodes to the same value.
+//! panic; the typed parts of a decoded `Attestation` survive encoding and decoding again.
 #![no_main]
 
 use cvm_attest::kbs::evidence::{self, KbsTee};
@@ -29,10 +29,15 @@ fuzz_target!(|data: &[u8]| {
         let _ = HashAlgorithm::selected(&c.extra_params);
     }
     if let Ok(a) = payload::decode::<Attestation>(data) {
+        // The typed parts survive encoding (the untyped evidence need not: serde_json does not round-trip
+        // every float spelling, and the evidence decoders refuse floats anyway).
         let again = serde_json::to_vec(&a).expect("a decoded attestation encodes");
+        let decoded = payload::decode::<Attestation>(&again).expect("re-decodes");
+        assert_eq!(decoded.runtime_data, a.runtime_data);
+        assert_eq!(decoded.init_data, a.init_data);
         assert_eq!(
-            payload::decode::<Attestation>(&again).expect("re-decodes"),
-            a
+            decoded.tee_evidence.additional_evidence,
+            a.tee_evidence.additional_evidence
         );
         let _ = a.runtime_data.tee_pubkey.check_on_curve();
         for h in [
