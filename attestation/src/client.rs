@@ -182,6 +182,20 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let body = body.map(|b| (p::CONTENT_TYPE_CBOR, b));
+        let (status, _, bytes) = self.exchange(method, path, body, &[]).await?;
+        Ok((status, bytes))
+    }
+
+    /// Send one request with an optional body of a content type and extra headers; return the status, the
+    /// response headers and the body (any status).
+    pub async fn exchange(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(header::HeaderName, String)],
+    ) -> Result<(StatusCode, header::HeaderMap, Bytes), ClientError> {
         let mut sender = match self.conn.take() {
             Some(mut s) => match s.ready().await {
                 Ok(()) => s,
@@ -193,24 +207,32 @@ impl Client {
             .method(method)
             .uri(path)
             .header(header::HOST, self.host.as_str());
-        if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, p::CONTENT_TYPE_CBOR);
+        for (name, value) in headers {
+            req = req.header(name, value.as_str());
         }
+        let bytes = match body {
+            Some((content_type, bytes)) => {
+                req = req.header(header::CONTENT_TYPE, content_type);
+                bytes
+            }
+            None => Vec::new(),
+        };
         let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| ClientError::Io(e.to_string()))?;
         let resp = sender
             .send_request(req)
             .await
             .map_err(|e| ClientError::Io(e.to_string()))?;
         let status = resp.status();
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
+        let (parts, body) = resp.into_parts();
+        let body = http_body_util::Limited::new(body, MAX_RESPONSE)
             .collect()
             .await
             .map_err(|e| ClientError::Io(e.to_string()))?
             .to_bytes();
         self.conn = Some(sender);
-        Ok((status, body))
+        Ok((status, parts.headers, body))
     }
 
     /// Send a CBOR request and decode a CBOR answer; error bodies become [`ClientError::Refused`].

@@ -6,6 +6,7 @@ pub mod bench_serve;
 pub mod client;
 pub mod cursor;
 pub mod excerpt;
+pub mod kbs;
 pub mod nonce;
 pub mod pki;
 pub mod policy;

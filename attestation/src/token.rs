@@ -127,6 +127,14 @@ impl TokenSigner {
         CoseKey::from_uncompressed(self.public_key())
     }
 
+    /// An ES256 signature (`r ‖ s`, 64 bytes) over `message`: the KBS protocol's JWTs use the same key.
+    pub fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, TokenError> {
+        self.key
+            .sign(&self.rng, message)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| TokenError::Crypto("signing"))
+    }
+
     /// Sign `claims` into a tagged COSE_Sign1.
     pub fn sign(&self, claims: &TokenClaims) -> Result<Vec<u8>, TokenError> {
         let payload = cvm_keys::cbor::to_vec(claims)?;

@@ -1,7 +1,7 @@
 //! `--config FILE`: the `unlock`/`run` options in TOML, under the long option names with `_` for `-`
 //! (`server`, `ca`, `resource`, `tee`, `vmpl`, `sim_socket`, `tsm_root`, `sealed`, `out`, `secret_out`,
 //! `force`, `luks`, `name`, `luks_check`, `mount`, `cryptsetup`, `attempts`, `backoff_ms`, `timeout_secs`,
-//! `evidence_timeout_secs`, `omit_certs`), and for `run` the workload as `command = ["PROGRAM", "ARG", …]`
+//! `evidence_timeout_secs`, `omit_certs`, `protocol`), and for `run` the workload as `command = ["PROGRAM", "ARG", …]`
 //! (used when none follows `--`).
 //! Options given on the command line win over the file. Relative paths are taken as they are (relative to
 //! the working directory), as on the command line.
@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub evidence_timeout_secs: Option<u64>,
     /// `--omit-certs`.
     pub omit_certs: Option<bool>,
+    /// `--protocol` (`cvm`, `kbs`).
+    pub protocol: Option<String>,
     /// `run`'s workload: the program and its arguments.
     pub command: Option<Vec<String>>,
 }

@@ -15,6 +15,7 @@
 //! - [`retry`]: bounded retries of the TDX quote path's transient errors.
 //! - [`simsock`]: the launcher's simulated PSP socket (`--tee sim`).
 //! - [`unlock`]: the client flow (retries, timeouts, refusals explained) and the unlockers.
+//! - [`kbs`]: the KBS protocol's client flow (`--protocol kbs`).
 //!
 //! Footprint, measured 2026-11-22 on the 2-core CI box (Rust 1.95, x86_64, other builds running):
 //! `cargo build --release` binary 48.0 MB (47,994,832 bytes, with the profile's line tables), 4.3 MB
@@ -27,6 +28,7 @@
 pub mod certtable;
 pub mod config;
 pub mod configfs;
+pub mod kbs;
 pub mod provider;
 pub mod retry;
 pub mod sevguest;

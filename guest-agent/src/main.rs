@@ -5,7 +5,7 @@ use cvm_agent::config::AgentConfig;
 use cvm_agent::configfs::Configfs;
 use cvm_agent::provider::{self, Provider, ProviderOptions, TeeChoice};
 use cvm_agent::sevguest::MAX_VMPL;
-use cvm_agent::unlock::{self, AgentError, ServerOptions, Unlocker};
+use cvm_agent::unlock::{self, AgentError, Protocol, ServerOptions, Unlocker};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -158,6 +158,11 @@ struct UnlockArgs {
     /// Do not send the provider's certificates (SNP VCEK…): the service holds the platform's chain.
     #[arg(long)]
     omit_certs: bool,
+    /// The attestation protocol [default: cvm]: cvm (cvm-attest's /v1) or kbs (the KBS protocol of
+    /// Confidential Containers: cvm-attest serve with [kbs] enabled = true, or Trustee's KBS); with kbs,
+    /// --resource is the resource path <repository>/<type>/<tag>.
+    #[arg(long, value_name = "cvm|kbs")]
+    protocol: Option<Protocol>,
 }
 
 /// `--vmpl`: an SNP guest has VMPLs 0 to 3.
@@ -219,6 +224,18 @@ impl UnlockArgs {
         }
         if let Some(s) = self.evidence_timeout_secs.or(c.evidence_timeout_secs) {
             o.evidence_timeout = Duration::from_secs(s.max(1));
+        }
+        o.protocol = match (self.protocol, &c.protocol) {
+            (Some(p), _) => p,
+            (None, Some(p)) => p.parse().map_err(AgentError::Usage)?,
+            (None, None) => Protocol::Cvm,
+        };
+        if o.protocol == Protocol::Kbs && !cvm_agent::kbs::valid_resource(&o.resource) {
+            return Err(AgentError::Usage(format!(
+                "--protocol kbs needs --resource <repository>/<type>/<tag> (three components of A-Z a-z 0-9 \
+                 . _ -), not {:?}",
+                o.resource
+            )));
         }
         let force = self.force || c.force.unwrap_or(false);
         o.send_certs = !(self.omit_certs || c.omit_certs.unwrap_or(false));

@@ -64,6 +64,11 @@ pub trait Provider: Send + Sync {
     fn describe(&self) -> String;
     /// Evidence for `report_data`.
     fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, ProviderError>;
+    /// The TEE whose evidence this provider gives, when known before asking (the KBS protocol names it
+    /// first).
+    fn tee(&self) -> Option<TeeKind> {
+        None
+    }
 }
 
 /// Adapts a [`Provider`] to the protocol client's [`EvidenceSource`].

@@ -384,6 +384,10 @@ impl Default for SevGuest {
 }
 
 impl Provider for SevGuest {
+    fn tee(&self) -> Option<TeeKind> {
+        Some(TeeKind::Snp)
+    }
+
     fn describe(&self) -> String {
         match self.vmpl {
             Some(v) => format!("snp via {} (extended report, VMPL {v})", self.device.name()),

@@ -134,6 +134,10 @@ impl SimSocket {
 }
 
 impl Provider for SimSocket {
+    fn tee(&self) -> Option<TeeKind> {
+        Some(self.format)
+    }
+
     fn describe(&self) -> String {
         format!(
             "sim ({}-format evidence from the simulated PSP at {})",

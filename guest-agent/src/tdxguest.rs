@@ -532,6 +532,10 @@ impl TdxGuest {
 }
 
 impl Provider for TdxGuest {
+    fn tee(&self) -> Option<TeeKind> {
+        Some(TeeKind::Tdx)
+    }
+
     fn describe(&self) -> String {
         format!("tdx via {} (GetQuote)", self.device.name())
     }

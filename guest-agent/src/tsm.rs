@@ -279,6 +279,13 @@ impl Tsm {
 }
 
 impl Provider for Tsm {
+    fn tee(&self) -> Option<TeeKind> {
+        self.provider.map(|p| match p {
+            TsmProvider::SevGuest => TeeKind::Snp,
+            TsmProvider::TdxGuest => TeeKind::Tdx,
+        })
+    }
+
     fn describe(&self) -> String {
         match self.provider {
             Some(p) => format!(

@@ -45,6 +45,30 @@ pub struct ServerOptions {
     pub evidence_timeout: Duration,
     /// Send the provider's certificates (SNP: VCEK first) with the evidence; off when the service holds them.
     pub send_certs: bool,
+    /// The protocol: cvm's own (`/v1`, CBOR) or the KBS protocol (`/kbs/v0`, Trustee's and ours).
+    pub protocol: Protocol,
+}
+
+/// The attestation protocol the agent speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// cvm's protocol (`/v1/challenge`, `/v1/attest`; HPKE).
+    #[default]
+    Cvm,
+    /// The KBS protocol (`/kbs/v0/auth`, `/attest`, `/resource`; JWE), as Confidential Containers guests
+    /// speak it: `cvm-attest serve` with `[kbs] enabled = true`, or Trustee's KBS.
+    Kbs,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cvm" => Ok(Protocol::Cvm),
+            "kbs" => Ok(Protocol::Kbs),
+            other => Err(format!("unknown protocol {other:?}: expected cvm or kbs")),
+        }
+    }
 }
 
 impl ServerOptions {
@@ -61,6 +85,7 @@ impl ServerOptions {
             timeout: Duration::from_secs(30),
             evidence_timeout: EVIDENCE_TIMEOUT,
             send_certs: true,
+            protocol: Protocol::Cvm,
         }
     }
 }
@@ -305,7 +330,7 @@ pub fn backoff_delay(base: Duration, max: Duration, n: u32) -> Duration {
 
 /// Collects evidence on a thread of its own, waiting at most `limit` (the thread cannot be stopped inside
 /// the kernel; one that outlives the limit ends with the process).
-async fn collect(
+pub(crate) async fn collect(
     provider: Arc<dyn Provider>,
     report_data: [u8; 64],
     send_certs: bool,
@@ -396,7 +421,11 @@ pub async fn fetch(
             }
             other => AgentError::Usage(other.to_string()),
         })?;
-        let err = match attempt(opts, &mut client, &provider).await {
+        let result = match opts.protocol {
+            Protocol::Cvm => attempt(opts, &mut client, &provider).await,
+            Protocol::Kbs => crate::kbs::attempt(opts, &mut client, &provider).await,
+        };
+        let err = match result {
             Ok(secret) => return Ok(secret),
             Err(e) => e,
         };

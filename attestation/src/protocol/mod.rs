@@ -188,8 +188,10 @@ pub mod codes {
     pub const INTERNAL: &str = "INTERNAL";
     /// An admin request is not valid (bad name, bad policy).
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
-    /// A request body without `Content-Type: application/cbor` (HTTP 415).
+    /// A request body without `Content-Type: application/cbor` (HTTP 415; KBS: `application/json`).
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    /// KBS: a resource request without a session cookie or Bearer token of an attested session (HTTP 401).
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 }
 
 impl ErrorBody {
@@ -247,8 +249,23 @@ pub struct AuditResponse {
 }
 
 /// Whether `name` is a valid resource (secret) name: 1 to [`MAX_RESOURCE_LEN`] bytes of `A-Z a-z 0-9 . _ -`,
-/// not starting with `.` (so it is also a safe file name).
+/// not starting with `.` (so it is also a safe file name), or a KBS resource path
+/// ([`valid_kbs_resource_path`]).
 pub fn valid_resource_name(name: &str) -> bool {
+    valid_name_component(name) || valid_kbs_resource_path(name)
+}
+
+/// Whether `name` is `<repository>/<type>/<tag>`: exactly three components separated by `/`, each a valid
+/// single name (1 or more of `A-Z a-z 0-9 . _ -`, not starting with `.`), at most [`MAX_RESOURCE_LEN`] bytes
+/// in all. The KBS protocol's `GET /kbs/v0/resource/<repository>/<type>/<tag>` releases the secret of that
+/// name.
+pub fn valid_kbs_resource_path(name: &str) -> bool {
+    name.len() <= MAX_RESOURCE_LEN
+        && name.split('/').count() == 3
+        && name.split('/').all(valid_name_component)
+}
+
+fn valid_name_component(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_RESOURCE_LEN
         && !name.starts_with('.')
@@ -421,5 +438,31 @@ mod tests {
         for bad in ["", ".hidden", "a/b", "..", "a b", &"x".repeat(129)] {
             assert!(!valid_resource_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn kbs_resource_paths_have_exactly_three_valid_components() {
+        for good in ["default/key/db", "a/b/c", "repo.1/type_x/tag-2"] {
+            assert!(
+                valid_resource_name(good) && valid_kbs_resource_path(good),
+                "{good}"
+            );
+        }
+        for bad in [
+            "a/b",
+            "a/b/c/d",
+            "/b/c",
+            "a//c",
+            "a/b/",
+            "a/../c",
+            "a/./c",
+            "a/.b/c",
+            "a/b c/d",
+            "a/b/c\\d",
+            &format!("{}/b/c", "x".repeat(125)),
+        ] {
+            assert!(!valid_resource_name(bad), "{bad}");
+        }
+        assert!(valid_resource_name(&format!("{}/b/c", "x".repeat(124))));
     }
 }

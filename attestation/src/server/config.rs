@@ -51,6 +51,30 @@ pub struct CollateralConfig {
     pub dir: Option<PathBuf>,
 }
 
+/// The `[kbs]` table: Trustee's KBS attestation protocol next to `/v1` (README "Using cvm-attest as a
+/// KBS").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KbsConfig {
+    /// Serve `/kbs/v0/*`. Default false.
+    pub enabled: bool,
+    /// Accept guest-components' unsigned `sample` evidence. Only with `mode = "simulated"` (production
+    /// refuses to start with it); tokens then say `simulated: true`. Default false.
+    pub allow_sample: bool,
+    /// Most KBS sessions held at once (each holds one guest's evidence until it expires): 1024.
+    pub max_sessions: usize,
+}
+
+impl Default for KbsConfig {
+    fn default() -> Self {
+        KbsConfig {
+            enabled: false,
+            allow_sample: false,
+            max_sessions: 1024,
+        }
+    }
+}
+
 /// The `[limits]` table (optional; defaults shown). Every value has a range ([`Limits::check`]): zero and
 /// overflowing timeouts are refused at start with the key's name.
 #[derive(Clone, Debug, Deserialize)]
@@ -229,6 +253,9 @@ pub struct Config {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The KBS protocol.
+    #[serde(default)]
+    pub kbs: KbsConfig,
 }
 
 /// Errors reading the configuration.
@@ -293,6 +320,21 @@ impl Config {
             _ => {}
         }
         c.limits.check()?;
+        if c.kbs.allow_sample && c.mode != Mode::Simulated {
+            return Err(
+                "[kbs] allow_sample = true is only allowed with mode = \"simulated\": sample evidence is \
+                 unsigned, anyone could send it"
+                    .into(),
+            );
+        }
+        in_range(
+            "kbs.max_sessions",
+            c.kbs.max_sessions,
+            1,
+            MAX_CONNECTIONS,
+            "sessions",
+        )
+        .map_err(|e| e.replacen("limits.kbs.", "kbs.", 1))?;
         Ok(c)
     }
 }
@@ -367,6 +409,7 @@ mod tests {
             assert!(e.contains(&format!("limits.{key}")), "{line}: {e}");
         }
         let d = limits("").unwrap().limits;
+        assert!(!limits("").unwrap().kbs.enabled);
         assert_eq!(
             (
                 d.max_connections_per_address,
@@ -375,5 +418,28 @@ mod tests {
             ),
             (64, 10, 16384)
         );
+    }
+
+    #[test]
+    fn sample_evidence_is_refused_in_production_at_start() {
+        let kbs = "[kbs]\nenabled = true\nallow_sample = true\n";
+        let e = Config::from_toml(
+            &format!("{}{kbs}", BASE.trim_end_matches("[limits]\n")),
+            Path::new("/etc/cvm"),
+        )
+        .unwrap_err();
+        assert!(e.contains("allow_sample") && e.contains("simulated"), "{e}");
+        let sim = format!(
+            "mode = \"simulated\"\nsim_dir = \"sim\"\n{}{kbs}",
+            BASE.trim_end_matches("[limits]\n")
+        );
+        let c = Config::from_toml(&sim, Path::new("/etc/cvm")).unwrap();
+        assert!(c.kbs.enabled && c.kbs.allow_sample && c.kbs.max_sessions == 1024);
+        let zero = format!(
+            "{}[kbs]\nmax_sessions = 0\n",
+            BASE.trim_end_matches("[limits]\n")
+        );
+        let e = Config::from_toml(&zero, Path::new("/etc/cvm")).unwrap_err();
+        assert!(e.starts_with("kbs.max_sessions = 0"), "{e}");
     }
 }

@@ -100,6 +100,13 @@ impl Server {
                     .into(),
             );
         }
+        if config.kbs.enabled && config.kbs.allow_sample {
+            warnings.push(
+                "WARNING: [kbs] allow_sample = true: unsigned `sample` evidence is accepted over the KBS protocol \
+                 (simulated mode only); its tokens say simulated."
+                    .into(),
+            );
+        }
         for w in &warnings {
             eprintln!("cvm-attest: {w}");
         }

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 /// Extension of record files.
 const EXT: &str = "secret";
+/// What stands for `/` in the record file of a KBS resource path (`default/key/db` is
+/// `default+key+db.secret`); no single name contains it.
+const SLASH: &str = "+";
 /// The manifest's file name in the state directory.
 const MANIFEST: &str = "secrets.manifest";
 
@@ -64,7 +67,8 @@ impl FileBackend {
     }
 
     fn record_path(&self, name: &str) -> PathBuf {
-        self.secrets.join(format!("{name}.{EXT}"))
+        self.secrets
+            .join(format!("{}.{EXT}", name.replace('/', SLASH)))
     }
 }
 
@@ -80,10 +84,12 @@ impl Backend for FileBackend {
             let entry = entry.map_err(|e| error(&self.secrets, e))?;
             let file = entry.file_name();
             let file = file.to_string_lossy();
-            if let Some(name) = file.strip_suffix(&format!(".{EXT}"))
-                && valid_resource_name(name)
+            if let Some(name) = file
+                .strip_suffix(&format!(".{EXT}"))
+                .map(|stem| stem.replace(SLASH, "/"))
+                && valid_resource_name(&name)
             {
-                names.push(name.to_owned());
+                names.push(name);
             }
         }
         names.sort();

@@ -181,22 +181,37 @@ impl PspSocket {
                 let Ok(mut s) = conn else { continue };
                 while let Ok(body) = read_frame(&mut s, 4096) {
                     let req: EvidenceRequest = cvm_keys::cbor::from_slice(&body).unwrap();
-                    assert_eq!(req.tee, "snp");
                     let rd: [u8; 64] = req.report_data.0.as_slice().try_into().unwrap();
                     let sim = simulator();
-                    let report = sim
-                        .amd
-                        .snp_report(&SnpRequest {
-                            report_data: rd,
-                            measurement,
-                            ..SnpRequest::default()
-                        })
-                        .unwrap();
-                    let resp = cvm_keys::cbor::to_vec(&EvidenceResponse {
-                        evidence: ByteString(report),
-                        certs: vec![ByteString(sim.amd.vcek_der().to_vec())],
-                    })
-                    .unwrap();
+                    // `--tee sim` asks for an SNP report, `--tee sim-tdx` for a TDX quote.
+                    let resp = match req.tee.as_str() {
+                        "snp" => EvidenceResponse {
+                            evidence: ByteString(
+                                sim.amd
+                                    .snp_report(&SnpRequest {
+                                        report_data: rd,
+                                        measurement,
+                                        ..SnpRequest::default()
+                                    })
+                                    .unwrap(),
+                            ),
+                            certs: vec![ByteString(sim.amd.vcek_der().to_vec())],
+                        },
+                        "tdx" => EvidenceResponse {
+                            evidence: ByteString(
+                                sim.intel
+                                    .tdx_quote(&TdxRequest {
+                                        report_data: rd,
+                                        mrtd: measurement,
+                                        ..TdxRequest::default()
+                                    })
+                                    .unwrap(),
+                            ),
+                            certs: vec![],
+                        },
+                        other => panic!("unexpected tee {other}"),
+                    };
+                    let resp = cvm_keys::cbor::to_vec(&resp).unwrap();
                     if write_frame(&mut s, &resp).is_err() {
                         break;
                     }

@@ -8,6 +8,7 @@
 //! challenge answers both alike; attest appraises the evidence first and only then says `UNKNOWN_RESOURCE`).
 
 mod admin;
+mod kbs;
 mod refusal;
 
 use super::appraise::{Appraisal, Appraiser};
@@ -84,18 +85,25 @@ pub struct Service {
     appraiser: Appraiser,
     metrics: Metrics,
     limits: Limits,
+    /// The KBS protocol's state, when `[kbs] enabled = true`.
+    kbs: Option<kbs::KbsState>,
 }
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Whether a request's `Content-Type` is `application/cbor` (parameters aside, case-insensitive).
-fn is_cbor(value: Option<&header::HeaderValue>) -> bool {
+/// Whether a request's `Content-Type` is `media` (parameters aside, case-insensitive).
+fn is_media(value: Option<&header::HeaderValue>, media: &str) -> bool {
     value
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case(p::CONTENT_TYPE_CBOR))
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(media))
+}
+
+/// Whether a request's `Content-Type` is `application/cbor`.
+fn is_cbor(value: Option<&header::HeaderValue>) -> bool {
+    is_media(value, p::CONTENT_TYPE_CBOR)
 }
 
 impl Service {
@@ -123,6 +131,7 @@ impl Service {
             crate::nonce::DEFAULT_REPLAY_CAPACITY,
         )?;
         let appraiser = Appraiser::new(config)?;
+        let kbs = kbs::KbsState::new(config)?;
         Ok(Service {
             store,
             audit,
@@ -131,6 +140,7 @@ impl Service {
             appraiser,
             metrics: Metrics::default(),
             limits: config.limits.clone(),
+            kbs,
         })
     }
 
@@ -188,6 +198,9 @@ impl Service {
                 | p::PATH_HEALTHZ
                 | p::PATH_METRICS,
             ) => ("other", reply_refusal(refusal::method_not_allowed())),
+            (method, path) if self.kbs.is_some() && path.starts_with(crate::kbs::PATH_PREFIX) => {
+                self.kbs_route(method, path, req, peer).await
+            }
             (method, path)
                 if path == p::PATH_ADMIN_AUDIT || path.starts_with(p::PATH_ADMIN_SECRETS) =>
             {
@@ -257,11 +270,16 @@ impl Service {
                 "request bodies are CBOR: send them with Content-Type: application/cbor",
             ));
         }
+        self.read_body(req, p::MAX_BODY).await
+    }
+
+    /// A request body of at most `max` bytes (at most [`DRAIN_MAX`]), received in time.
+    async fn read_body(&self, req: Request<Incoming>, max: usize) -> Result<Bytes, Refusal> {
         let too_large = || {
             Refusal::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 codes::TOO_LARGE,
-                format!("request bodies are limited to {} bytes", p::MAX_BODY),
+                format!("request bodies are limited to {max} bytes"),
             )
         };
         let declared = req
@@ -285,14 +303,14 @@ impl Service {
                     if total > DRAIN_MAX {
                         return Err(too_large());
                     }
-                    if total <= p::MAX_BODY {
+                    if total <= max {
                         buf.extend_from_slice(&data);
                     }
                 }
             }
             // Oversized bodies up to DRAIN_MAX are read to the end and dropped, so that the client sees the
             // 413 instead of a reset connection.
-            if total > p::MAX_BODY {
+            if total > max {
                 return Err(too_large());
             }
             Ok(Bytes::from(buf))
@@ -334,17 +352,7 @@ impl Service {
     }
 
     async fn attest(&self, req: Request<Incoming>, peer: Peer) -> Reply {
-        let mut record = AuditRecord {
-            time: now(),
-            event: "attest".into(),
-            resource: String::new(),
-            verdict: "refuse".into(),
-            reason: None,
-            tee: None,
-            measurement: None,
-            simulated: false,
-            peer: Some(peer.addr.to_string()),
-        };
+        let mut record = attestation_record("attest", peer);
         let result = self.attest_inner(req, &mut record).await;
         let (reply, outcome) = match result {
             Ok(r) => {
@@ -392,15 +400,7 @@ impl Service {
         let at = now();
         self.nonces
             .consume(&r.nonce, &r.resource, at)
-            .map_err(|e| match e {
-                NonceError::Rejected(rej) => Refusal::reason(&rej),
-                NonceError::Full => Refusal::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    codes::OVERLOADED,
-                    e.to_string(),
-                ),
-                NonceError::Random => Refusal::internal(e),
-            })?;
+            .map_err(nonce_refusal)?;
         let secret = self.store.get(&r.resource);
         // The policy's report_data is for offline use: here REPORT_DATA is checked against the binding below.
         let mut policy = match &secret {
@@ -425,22 +425,7 @@ impl Service {
             )),
             other => Refusal::internal(other),
         })?;
-        if !secret.policy.allow_any_measurement && !secret.policy.constrains_measurement(tee) {
-            return Err(Refusal::reason(&Rejection::new(
-                Reason::PolicyMeasurement,
-                format!(
-                    "the secret's policy constrains no {} launch measurement ({}): the service releases it to \
-                     no {} guest until the policy names the measurements (or says allow_any_measurement = true)",
-                    tee.as_str().to_uppercase(),
-                    if tee == crate::Tee::Snp {
-                        "[snp] measurements"
-                    } else {
-                        "[tdx] mrtd"
-                    },
-                    tee.as_str().to_uppercase(),
-                ),
-            )));
-        }
+        check_measurement_constrained(&secret.policy, tee)?;
         let (enc, ciphertext) = cvm_keys::hpke::seal_base(
             &r.hpke_public_key,
             &cvm_keys::binding::secret_info(r.resource.as_bytes()),
@@ -486,10 +471,61 @@ fn check_resource_name(name: &str) -> Result<(), Refusal> {
         Ok(())
     } else {
         Err(malformed(format!(
-            "{} is not a valid resource name: use 1-128 of A-Z a-z 0-9 . _ - (not starting with '.')",
+            "{} is not a valid resource name: use 1-128 of A-Z a-z 0-9 . _ - (not starting with '.'), or \
+             <repository>/<type>/<tag> of such components",
             quote(name)
         )))
     }
+}
+
+/// The audit record of an attestation by `peer`, a refusal until it succeeds.
+fn attestation_record(event: &str, peer: Peer) -> AuditRecord {
+    AuditRecord {
+        time: now(),
+        event: event.into(),
+        resource: String::new(),
+        verdict: "refuse".into(),
+        reason: None,
+        tee: None,
+        measurement: None,
+        simulated: false,
+        peer: Some(peer.addr.to_string()),
+    }
+}
+
+/// The refusal for a nonce that cannot be consumed.
+fn nonce_refusal(e: NonceError) -> Refusal {
+    match e {
+        NonceError::Rejected(rej) => Refusal::reason(&rej),
+        NonceError::Full => Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::OVERLOADED,
+            e.to_string(),
+        ),
+        NonceError::Random => Refusal::internal(e),
+    }
+}
+
+/// A secret is released only under a policy that constrains the launch measurement of the guest's TEE, or
+/// says `allow_any_measurement = true`.
+fn check_measurement_constrained(policy: &Policy, tee: crate::Tee) -> Result<(), Refusal> {
+    if policy.allow_any_measurement || policy.constrains_measurement(tee) {
+        return Ok(());
+    }
+    Err(Refusal::reason(&Rejection::new(
+        Reason::PolicyMeasurement,
+        format!(
+            "the secret's policy constrains no {} launch measurement ({}): the service releases it to no {} \
+             guest until the policy names the measurements (or says allow_any_measurement = true)",
+            tee.as_str().to_uppercase(),
+            if tee == crate::Tee::Snp {
+                "[snp] measurements"
+            } else {
+                "[tdx] mrtd"
+            },
+            tee.as_str().to_uppercase(),
+        ),
+    )))
 }
 
 /// Step after verification: the evidence's REPORT_DATA must bind the nonce, the HPKE key and the resource.

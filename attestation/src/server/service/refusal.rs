@@ -46,6 +46,16 @@ impl Refusal {
     pub(super) fn code(&self) -> &str {
         &self.body.code
     }
+
+    /// The refusal's message.
+    pub(super) fn message(&self) -> &str {
+        &self.body.message
+    }
+
+    /// The refusal's HTTP status.
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
+    }
 }
 
 /// The HTTP status for a reason code: 400 malformed, 401 nonce problems, 404 unknown resource, 403 the rest.
