@@ -241,7 +241,16 @@ impl Pool {
                 db.code().code(),
                 db.detail().map(|d| format!(": {d}")).unwrap_or_default()
             ),
-            None => format!("{what}: {e}"),
+            None => {
+                // The Display of a client error leaves out its cause (a TLS or I/O error): add the chain.
+                let mut text = format!("{what}: {e}");
+                let mut source = std::error::Error::source(e);
+                while let Some(cause) = source {
+                    text.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                text
+            }
         };
         if is_unreachable(e) {
             BackendError::unavailable(&self.location, message)
