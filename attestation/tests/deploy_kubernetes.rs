@@ -72,7 +72,10 @@ fn the_kubernetes_manifests_set_only_keys_serve_knows_and_fit_together() {
     }
     let deployment = find(&docs, "Deployment");
     let labels = &deployment["spec"]["selector"]["matchLabels"];
-    assert_eq!(&deployment["spec"]["template"]["metadata"]["labels"], labels);
+    assert_eq!(
+        &deployment["spec"]["template"]["metadata"]["labels"],
+        labels
+    );
     assert!(deployment["spec"]["replicas"].as_i64().unwrap() >= 2);
     let pod = &deployment["spec"]["template"]["spec"];
     let containers = list(&pod["containers"]);
@@ -84,10 +87,7 @@ fn the_kubernetes_manifests_set_only_keys_serve_knows_and_fit_together() {
     assert_eq!(args[..2], ["serve", "--config"]);
     let config_path = Path::new(args[2]);
     let config_volume = volume(pod, "config");
-    assert_eq!(
-        Path::new(mount(c, "config")),
-        config_path.parent().unwrap()
-    );
+    assert_eq!(Path::new(mount(c, "config")), config_path.parent().unwrap());
     let cm_name = s(&config_volume["configMap"]["name"]);
     let item = &list(&config_volume["configMap"]["items"])[0];
     assert_eq!(
@@ -107,8 +107,15 @@ fn the_kubernetes_manifests_set_only_keys_serve_knows_and_fit_together() {
     let init = &list(&pod["initContainers"])[0];
     let secrets_dir = mount(init, "secrets");
     assert_eq!(Path::new(mount(init, "keys")), keys_dir);
-    let copy = list(&init["command"]).iter().map(s).collect::<Vec<_>>().join(" ");
-    assert!(copy.contains(secrets_dir) && copy.contains("chmod 0600"), "{copy}");
+    let copy = list(&init["command"])
+        .iter()
+        .map(s)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        copy.contains(secrets_dir) && copy.contains("chmod 0600"),
+        "{copy}"
+    );
     let mut from_secrets = std::collections::HashMap::new();
     for source in list(&volume(pod, "secrets")["projected"]["sources"]) {
         let secret = &source["secret"];
@@ -122,13 +129,19 @@ fn the_kubernetes_manifests_set_only_keys_serve_knows_and_fit_together() {
         ("tls.key", &config.tls.key),
         ("tls.admin_client_ca", &config.tls.admin_client_ca),
         ("store.kek_file", &config.store.kek_file),
-        ("store.postgres.password_file", pg.password_file.as_ref().unwrap()),
+        (
+            "store.postgres.password_file",
+            pg.password_file.as_ref().unwrap(),
+        ),
         ("store.postgres.ca", pg.ca.as_ref().unwrap()),
     ];
     for (key, path) in files {
         assert_eq!(path.parent().unwrap(), keys_dir, "{key}");
         let name = path.file_name().unwrap().to_str().unwrap();
-        assert!(from_secrets.contains_key(name), "{key}: {name} is not from a Secret");
+        assert!(
+            from_secrets.contains_key(name),
+            "{key}: {name} is not from a Secret"
+        );
     }
 
     // Probes on /healthz over the named port, resource requests.

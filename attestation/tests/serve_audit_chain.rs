@@ -45,7 +45,10 @@ async fn an_edited_deleted_or_inserted_audit_record_breaks_the_chain() {
     let edited = text.replacen("\"s1\"", "\"s9\"", 1);
     let v = check(edited).await;
     assert!(!v.ok);
-    assert_eq!(v.problems, ["record 2: its tag does not verify (the record was edited, or the one before it)"]);
+    assert_eq!(
+        v.problems,
+        ["record 2: its tag does not verify (the record was edited, or the one before it)"]
+    );
     let mut deleted = lines.clone();
     deleted.remove(3);
     let v = check(deleted.join("\n") + "\n").await;

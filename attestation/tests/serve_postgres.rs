@@ -842,3 +842,64 @@ async fn tls_to_the_database_is_verified_and_the_password_comes_from_its_file() 
     assert!(log.contains("password authentication failed"), "{log}");
     assert!(!log.contains("wrong password"), "{log}");
 }
+
+/// The grants README "Several replicas" gives a replicas' role that does not own the tables.
+const GRANTS: &str = "GRANT SELECT, INSERT, UPDATE, DELETE ON cvm_manifest, cvm_secrets, cvm_nonces TO cvm_app; \
+                      GRANT SELECT, INSERT ON cvm_audit, cvm_keys, cvm_schema TO cvm_app; \
+                      GRANT SELECT, UPDATE ON cvm_audit_head TO cvm_app";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_run_with_a_role_that_cannot_change_the_schema_or_the_audit_log() {
+    let Some(c) = cluster("least_privilege", &cluster::Options::default()) else {
+        return;
+    };
+    // The owner applies the schema once.
+    let owner = Deployment::new(&c.socket_url(DB), "");
+    drop(replicas(&owner, 1));
+    c.psql(DB, "CREATE ROLE cvm_app LOGIN").unwrap();
+    c.psql(DB, GRANTS).unwrap();
+    let url = c
+        .socket_url(DB)
+        .replace("postgres://cvm@", "postgres://cvm_app@");
+    let d = Deployment::new(&url, "");
+    // A replica with another KEK does not start: every replica needs the one the store was made with.
+    let log = Replica::start(&d.path("config.toml")).err().unwrap();
+    assert!(log.contains("another KEK"), "{log}");
+    std::fs::copy(owner.path("kek"), d.path("kek")).unwrap();
+    let r = replicas(&d, 2);
+    d.admin(r[0].addr)
+        .put_secret("db", b"v", &policy(&MEASUREMENT))
+        .await
+        .unwrap();
+    let mut client = d.client(r[1].addr);
+    let (req, keys) = request(&mut client, "db", MEASUREMENT).await.unwrap();
+    assert_eq!(attest(&mut client, &req, &keys).await.unwrap(), b"v");
+    let (ok, out) = d.audit_verify_cli(r[1].addr);
+    assert!(ok, "{out}");
+    // The role can neither disable the audit table's trigger nor rewrite it.
+    let as_app = |sql: &str| {
+        let out = Command::new(cluster::find_bin().unwrap().join("psql"))
+            .args(["-X", "-q", "-At", "-h"])
+            .arg(c.socket_dir())
+            .args([
+                "-p",
+                &c.port().to_string(),
+                "-U",
+                "cvm_app",
+                "-d",
+                DB,
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = as_app("ALTER TABLE cvm_audit DISABLE TRIGGER cvm_audit_no_change");
+    assert!(!ok && err.contains("must be owner"), "{err}");
+    let (ok, err) = as_app("DELETE FROM cvm_audit");
+    assert!(!ok && err.contains("permission denied"), "{err}");
+}

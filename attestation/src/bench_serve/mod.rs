@@ -408,8 +408,11 @@ fn prepare(dir: &Path) -> Result<PathBuf, BenchError> {
         .map_err(setup)?
         .write_new_file(&dir.join("kek"))
         .map_err(setup)?;
-    std::fs::write(dir.join("config.toml"), config("[store]\ndir = \"state\"\nkek_file = \"kek\"\n"))
-        .map_err(setup)?;
+    std::fs::write(
+        dir.join("config.toml"),
+        config("[store]\ndir = \"state\"\nkek_file = \"kek\"\n"),
+    )
+    .map_err(setup)?;
     Ok(sim_dir)
 }
 
@@ -706,7 +709,8 @@ pub fn run(args: &BenchArgs) -> Result<String, BenchError> {
                     StoreArg::Postgres => db.as_ref(),
                 },
             };
-            let runs = runtime.block_on(runs(&target, dir.path(), &tees, &connections, &sim, args))?;
+            let runs =
+                runtime.block_on(runs(&target, dir.path(), &tees, &connections, &sim, args))?;
             results.extend(runs);
             drop(servers);
         }

@@ -116,7 +116,10 @@ pub(super) fn report(args: &BenchArgs, p384: f64, p256: f64, results: &[RunResul
         for connection in [Connection::KeepAlive, Connection::PerFlow] {
             let closed = |tee| {
                 results.iter().find(|r| {
-                    r.store == store && r.tee == tee && r.connection == connection && r.rate.is_none()
+                    r.store == store
+                        && r.tee == tee
+                        && r.connection == connection
+                        && r.rate.is_none()
                 })
             };
             if let (Some(snp), Some(tdx)) = (closed(TeeKind::Snp), closed(TeeKind::Tdx)) {

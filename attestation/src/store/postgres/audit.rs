@@ -1,12 +1,13 @@
 //! The audit writer of one replica: records queue up while a batch is being committed and go together in
 //! the next (group commit). A batch is one transaction that locks the chain's head row, links its records
 //! after it ([`crate::store::chain`]), inserts them and moves the head; so the chain stays one line across
-//! every replica, and each record is committed (durable) before its caller is told.
+//! every replica, and each record is committed (durable) before its caller is told. The writer has a
+//! connection of its own, made again after a failure.
 
 use super::super::audit::{AuditRecord, CommitCounts};
 use super::super::backend::BackendError;
 use super::super::chain::{self, ChainKey, Head};
-use super::pool::Pool;
+use super::pool::{Conn, Pool};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
@@ -69,6 +70,7 @@ async fn run(
 ) {
     // The newest record this replica committed: the head found later must not be older.
     let mut written = 0u64;
+    let mut conn: Option<Conn> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -79,10 +81,16 @@ async fn run(
         }
         let start = std::time::Instant::now();
         let records: Vec<&AuditRecord> = batch.iter().map(|(r, _)| r).collect();
-        let result = tokio::time::timeout(
-            pool.op_timeout(),
-            commit(&pool, &key, &records, &mut written),
-        )
+        let result = tokio::time::timeout(pool.op_timeout(), async {
+            let c = match conn.take() {
+                Some(c) if !c.client.is_closed() => c,
+                _ => pool.connect().await?,
+            };
+            commit(&pool, &key, &c, &records, &mut written).await?;
+            // Kept only after a whole transaction: a failed or cut-off one leaves it mid-transaction.
+            conn = Some(c);
+            Ok(())
+        })
         .await
         .unwrap_or_else(|_| Err(pool.timed_out("audit append")));
         stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -107,14 +115,10 @@ async fn run(
 async fn commit(
     pool: &Pool,
     key: &ChainKey,
+    conn: &Conn,
     records: &[&AuditRecord],
     written: &mut u64,
 ) -> Result<(), BackendError> {
-    let mut pooled = pool.get().await?;
-    // Until the commit succeeds the connection may be mid-transaction (an error, or this future dropped at
-    // its deadline): it is reused only once the transaction finished.
-    pooled.discard();
-    let conn = pooled.conn()?;
     let c = &conn.client;
     let fail = |what: &str, e: tokio_postgres::Error| pool.error(what, &e);
     let (begin, head) = tokio::join!(
@@ -165,6 +169,5 @@ async fn commit(
     update.map_err(|e| fail("audit head update", e))?;
     end.map_err(|e| fail("audit commit", e))?;
     *written = head.seq;
-    pooled.keep();
     Ok(())
 }

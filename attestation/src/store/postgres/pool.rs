@@ -297,8 +297,9 @@ impl Pool {
             .map_err(|e| self.error("connect", &e))
     }
 
-    /// A new session with the statements prepared.
-    async fn connect(&self) -> Result<Conn, BackendError> {
+    /// A new session with the statements prepared, outside the pool's count (the audit writer's own, so
+    /// that commits never queue behind attestations for a connection).
+    pub async fn connect(&self) -> Result<Conn, BackendError> {
         let client = self.session().await?;
         let st = tokio::time::timeout(self.op_timeout, Statements::prepare(&client))
             .await

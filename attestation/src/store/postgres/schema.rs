@@ -71,13 +71,24 @@ pub(super) async fn migrate(pool: &Pool) -> Result<Vec<i32>, BackendError> {
     let fail = |what: &str, e: tokio_postgres::Error| pool.error(what, &e);
     let run = async {
         client
-            .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY}); \
-                 CREATE TABLE IF NOT EXISTS cvm_schema (version integer PRIMARY KEY, \
-                 applied_at timestamptz NOT NULL DEFAULT now());"
-            ))
+            .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY})"))
             .await
             .map_err(|e| fail("schema lock", e))?;
+        // Created only when missing: a role without CREATE (README "Several replicas") runs on a current schema.
+        let exists: bool = client
+            .query_one("SELECT to_regclass('cvm_schema') IS NOT NULL", &[])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| fail("schema version", e))?;
+        if !exists {
+            client
+                .batch_execute(
+                    "CREATE TABLE cvm_schema (version integer PRIMARY KEY, \
+                     applied_at timestamptz NOT NULL DEFAULT now())",
+                )
+                .await
+                .map_err(|e| fail("schema version table", e))?;
+        }
         let have: i32 = client
             .query_one("SELECT coalesce(max(version), 0) FROM cvm_schema", &[])
             .await
