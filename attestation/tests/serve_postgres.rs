@@ -11,15 +11,14 @@ mod serve_common;
 
 use cvm_attest::client::{Client, ClientError, Evidence, EvidenceSource, tls_config};
 use cvm_attest::protocol::{AttestRequest, TeeKind};
-use cvm_attest::sim::{self, InitOptions, Simulator, SnpRequest};
+use cvm_attest::sim::SnpRequest;
 use cvm_attest::store::postgres::cluster::{self, Cluster};
+use serve_common::{Fixture, Process, sim_dir, simulator};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MEASUREMENT: [u8; 48] = [0x5a; 48];
@@ -37,28 +36,6 @@ fn cluster(test: &str, options: &cluster::Options) -> Option<Cluster> {
     let c = Cluster::start(options).unwrap();
     c.create_database(DB).unwrap();
     Some(c)
-}
-
-fn sim_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        sim::init(
-            &dir.path().join("sim"),
-            &InitOptions {
-                seed: Some(b"serve postgres tests seed".to_vec()),
-                ..InitOptions::default()
-            },
-        )
-        .unwrap();
-        dir
-    })
-    .path()
-}
-
-fn simulator() -> &'static Simulator {
-    static S: OnceLock<Simulator> = OnceLock::new();
-    S.get_or_init(|| Simulator::load(&sim_dir().join("sim")).unwrap())
 }
 
 /// Simulated SNP evidence of a guest with `measurement`.
@@ -87,132 +64,51 @@ fn policy(m: &[u8; 48]) -> String {
 }
 
 /// The files of a deployment: PKI, KEK, and a configuration naming the database.
-struct Deployment {
-    dir: tempfile::TempDir,
+type Deployment = Fixture;
+
+fn deployment(url: &str, extra: &str) -> Deployment {
+    Fixture::with_store(
+        &format!(
+            "mode = \"simulated\"\nsim_dir = \"{}\"",
+            sim_dir().join("sim").display()
+        ),
+        &format!(
+            "[store]\nbackend = \"postgres\"\nkek_file = \"kek\"\n[store.postgres]\nurl = \"{url}\"\n\
+             connect_timeout_secs = 2\nstatement_timeout_secs = 2\n{extra}\n"
+        ),
+        "[limits]\nmax_connections_per_address = 1024\nconnection_rate_per_address = 100000\n\
+         connection_burst_per_address = 100000\n",
+    )
 }
 
-impl Deployment {
-    fn new(url: &str, extra: &str) -> Deployment {
-        let dir = tempfile::tempdir().unwrap();
-        cvm_keys::ca::init_ca(&dir.path().join("pki"), &["127.0.0.1".to_string()]).unwrap();
-        cvm_keys::Key256::generate()
-            .unwrap()
-            .write_new_file(&dir.path().join("kek"))
-            .unwrap();
-        let config = format!(
-            "listen = \"127.0.0.1:0\"\nmode = \"simulated\"\nsim_dir = \"{}\"\n[tls]\n\
-             cert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nadmin_client_ca = \"pki/ca.pem\"\n\
-             [store]\nbackend = \"postgres\"\nkek_file = \"kek\"\n[store.postgres]\nurl = \"{url}\"\n\
-             connect_timeout_secs = 2\nstatement_timeout_secs = 2\n{extra}\n\
-             [limits]\nmax_connections_per_address = 1024\nconnection_rate_per_address = 100000\n\
-             connection_burst_per_address = 100000\n",
-            sim_dir().join("sim").display()
-        );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        Deployment { dir }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn client(&self, addr: SocketAddr) -> Client {
-        Client::new(
-            &format!("https://{addr}"),
-            tls_config(&self.path("pki/ca.pem"), None).unwrap(),
-        )
-        .unwrap()
-    }
-
-    fn admin(&self, addr: SocketAddr) -> Client {
-        let tls = tls_config(
-            &self.path("pki/ca.pem"),
-            Some((&self.path("pki/admin.pem"), &self.path("pki/admin.key"))),
-        )
+/// `cvm-attest admin ... audit --verify` against `addr`: exit status and output.
+fn audit_verify_cli(d: &Deployment, addr: SocketAddr) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cvm-attest"))
+        .args(["admin", "--server", &format!("https://{addr}"), "--ca"])
+        .arg(d.path("pki/ca.pem"))
+        .arg("--cert")
+        .arg(d.path("pki/admin.pem"))
+        .arg("--key")
+        .arg(d.path("pki/admin.key"))
+        .args(["audit", "--verify"])
+        .output()
         .unwrap();
-        Client::new(&format!("https://{addr}"), tls).unwrap()
-    }
-
-    /// `cvm-attest admin ... audit --verify` against `addr`: exit status and output.
-    fn audit_verify_cli(&self, addr: SocketAddr) -> (bool, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_cvm-attest"))
-            .args(["admin", "--server", &format!("https://{addr}"), "--ca"])
-            .arg(self.path("pki/ca.pem"))
-            .arg("--cert")
-            .arg(self.path("pki/admin.pem"))
-            .arg("--key")
-            .arg(self.path("pki/admin.key"))
-            .args(["audit", "--verify"])
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    }
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// A replica: the real binary, its stderr kept.
-struct Replica {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
+type Replica = Process;
 
-impl Replica {
-    fn start(config: &Path) -> Result<Replica, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cvm-attest"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    log.lock().unwrap().push(line.clone());
-                    if let Some(a) = line.strip_prefix("cvm-attest: listening on https://") {
-                        break a.parse().unwrap();
-                    }
-                }
-                _ => {
-                    let _ = child.wait();
-                    return Err(log.lock().unwrap().join("\n"));
-                }
-            }
-        };
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                kept.lock().unwrap().push(line);
-            }
-        });
-        Ok(Replica { child, addr, log })
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn kill9(r: &mut Replica) {
+    r.child.kill().unwrap();
+    r.child.wait().unwrap();
 }
 
 /// `n` replicas started at once (they apply the schema together).
@@ -221,7 +117,7 @@ fn replicas(d: &Deployment, n: usize) -> Vec<Replica> {
     let handles: Vec<_> = (0..n)
         .map(|_| {
             let config = config.clone();
-            std::thread::spawn(move || Replica::start(&config))
+            std::thread::spawn(move || Replica::try_start(&config))
         })
         .collect();
     handles
@@ -322,7 +218,7 @@ async fn three_replicas_share_challenges_spent_nonces_and_the_token_key() {
     let Some(c) = cluster("three_replicas", &cluster::Options::default()) else {
         return;
     };
-    let d = Deployment::new(&c.socket_url(DB), "");
+    let d = deployment(&c.socket_url(DB), "");
     let r = replicas(&d, 3);
     // Started together on an empty database: the schema was applied once.
     assert_eq!(
@@ -366,7 +262,7 @@ async fn an_admin_write_on_one_replica_is_seen_by_the_others_at_once() {
     let Some(c) = cluster("admin_writes", &cluster::Options::default()) else {
         return;
     };
-    let d = Deployment::new(&c.socket_url(DB), "");
+    let d = deployment(&c.socket_url(DB), "");
     let r = replicas(&d, 3);
     let mut admins: Vec<Client> = r.iter().map(|x| d.admin(x.addr)).collect();
     let mut clients: Vec<Client> = r.iter().map(|x| d.client(x.addr)).collect();
@@ -487,7 +383,7 @@ fn load(
                             continue;
                         }
                     };
-                    let race = flow % 3 == 0 && a != b;
+                    let race = flow.is_multiple_of(3) && a != b;
                     let results = if race {
                         let (c1, c2) = if a < b {
                             let (x, y) = conns.split_at_mut(b);
@@ -531,6 +427,58 @@ fn load(
         .collect()
 }
 
+/// A load running on `n` replicas on the cluster's database.
+struct Loaded {
+    d: Deployment,
+    r: Vec<Replica>,
+    addrs: Vec<SocketAddr>,
+    seen: Arc<Seen>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// `n` replicas, the load's secret stored, `clients` clients running until `releases` were seen.
+async fn start_load(c: &Cluster, n: usize, clients: usize, releases: usize) -> Loaded {
+    let d = deployment(&c.socket_url(DB), "");
+    let r = replicas(&d, n);
+    d.admin(r[0].addr)
+        .put_secret("db", b"load secret", &policy(&MEASUREMENT))
+        .await
+        .unwrap();
+    let addrs: Vec<SocketAddr> = r.iter().map(|x| x.addr).collect();
+    let seen = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&d, &addrs, clients, seen.clone(), stop.clone());
+    wait_until("the first releases", Duration::from_secs(120), || {
+        seen.releases() >= releases
+    })
+    .await;
+    Loaded {
+        d,
+        r,
+        addrs,
+        seen,
+        stop,
+        tasks,
+    }
+}
+
+impl Loaded {
+    /// Stop the clients; then no nonce was released twice, every release has its audit record, and the
+    /// chain verifies through replica `i`.
+    async fn finish(self, c: &Cluster, i: usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(self.seen.doubled.load(Ordering::Relaxed), 0);
+        let released = self.seen.released.lock().unwrap().clone();
+        check_releases_audited(c, &released);
+        let (ok, out) = audit_verify_cli(&self.d, self.addrs[i]);
+        assert!(ok && out.starts_with("audit chain OK"), "{out}");
+    }
+}
+
 async fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
@@ -544,46 +492,22 @@ async fn sixty_four_clients_keep_being_served_when_a_replica_is_killed() {
     let Some(c) = cluster("replica_killed", &cluster::Options::default()) else {
         return;
     };
-    let d = Deployment::new(&c.socket_url(DB), "");
-    let mut r = replicas(&d, 3);
-    d.admin(r[1].addr)
-        .put_secret("db", b"load secret", &policy(&MEASUREMENT))
-        .await
-        .unwrap();
-    let addrs: Vec<SocketAddr> = r.iter().map(|x| x.addr).collect();
-    let seen = Arc::new(Seen::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = load(&d, &addrs, 64, seen.clone(), stop.clone());
-    wait_until("64 releases", Duration::from_secs(120), || {
-        seen.releases() >= 64
-    })
-    .await;
-    r[0].kill9();
-    let before: u64 = {
+    let mut l = start_load(&c, 3, 64, 64).await;
+    kill9(&mut l.r[0]);
+    let survivors = |seen: &Seen| {
         let p = seen.per_replica.lock().unwrap();
         p.get(&1).copied().unwrap_or(0) + p.get(&2).copied().unwrap_or(0)
     };
+    let before = survivors(&l.seen);
     // The others keep serving.
     wait_until(
         "64 more releases by the survivors",
         Duration::from_secs(120),
-        || {
-            let p = seen.per_replica.lock().unwrap();
-            p.get(&1).copied().unwrap_or(0) + p.get(&2).copied().unwrap_or(0) >= before + 64
-        },
+        || survivors(&l.seen) >= before + 64,
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(seen.doubled.load(Ordering::Relaxed), 0);
-    assert!(seen.count("NONCE_REPLAYED") > 0, "the races were refused");
-    let released = seen.released.lock().unwrap().clone();
-    check_releases_audited(&c, &released);
-    let (ok, out) = d.audit_verify_cli(r[1].addr);
-    assert!(ok, "{out}");
-    assert!(out.starts_with("audit chain OK"), "{out}");
+    assert!(l.seen.count("NONCE_REPLAYED") > 0, "the races were refused");
+    l.finish(&c, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -591,20 +515,8 @@ async fn the_database_stopped_and_restarted_under_load_gives_503s_then_full_serv
     let Some(mut c) = cluster("database_restarted", &cluster::Options::default()) else {
         return;
     };
-    let d = Deployment::new(&c.socket_url(DB), "");
-    let r = replicas(&d, 2);
-    d.admin(r[0].addr)
-        .put_secret("db", b"load secret", &policy(&MEASUREMENT))
-        .await
-        .unwrap();
-    let addrs: Vec<SocketAddr> = r.iter().map(|x| x.addr).collect();
-    let seen = Arc::new(Seen::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = load(&d, &addrs, 8, seen.clone(), stop.clone());
-    wait_until("16 releases", Duration::from_secs(60), || {
-        seen.releases() >= 16
-    })
-    .await;
+    let l = start_load(&c, 2, 8, 16).await;
+    let (d, seen, addrs) = (&l.d, l.seen.clone(), l.addrs.clone());
     c.stop().unwrap();
     // Not ready while the database is down; attestations refused with 503 STORE_UNAVAILABLE.
     for a in &addrs {
@@ -647,18 +559,10 @@ async fn the_database_stopped_and_restarted_under_load_gives_503s_then_full_serv
         || per(0) > b0 + 4 && per(1) > b1 + 4,
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
     for a in &addrs {
         assert_eq!(d.client(*a).healthz().await.unwrap(), 200);
     }
-    assert_eq!(seen.doubled.load(Ordering::Relaxed), 0);
-    let released = seen.released.lock().unwrap().clone();
-    check_releases_audited(&c, &released);
-    let (ok, out) = d.audit_verify_cli(addrs[1]);
-    assert!(ok, "{out}");
+    l.finish(&c, 1).await;
 }
 
 /// A row's bytes as hex.
@@ -671,7 +575,7 @@ async fn rows_edited_in_the_database_are_detected_never_trusted() {
     let Some(c) = cluster("rows_edited", &cluster::Options::default()) else {
         return;
     };
-    let d = Deployment::new(&c.socket_url(DB), "");
+    let d = deployment(&c.socket_url(DB), "");
     let r = replicas(&d, 2);
     let mut admin = d.admin(r[0].addr);
     let mut client = d.client(r[1].addr);
@@ -755,7 +659,7 @@ async fn rows_edited_in_the_database_are_detected_never_trusted() {
     );
     // The audit log: whole so far; the table refuses changes; a record edited or deleted by someone who
     // can disable that (the table's owner) breaks the chain, and the check says where.
-    let (ok, out) = d.audit_verify_cli(r[0].addr);
+    let (ok, out) = audit_verify_cli(&d, r[0].addr);
     assert!(ok, "{out}");
     let e = c
         .psql(DB, "UPDATE cvm_audit SET record = record WHERE seq = 2")
@@ -769,7 +673,7 @@ async fn rows_edited_in_the_database_are_detected_never_trusted() {
          ALTER TABLE cvm_audit ENABLE TRIGGER cvm_audit_no_change",
     )
     .unwrap();
-    let (ok, out) = d.audit_verify_cli(r[1].addr);
+    let (ok, out) = audit_verify_cli(&d, r[1].addr);
     assert!(!ok, "{out}");
     assert!(out.contains("audit chain BROKEN: 2 problem(s)"), "{out}");
     assert!(out.contains("record 3: its tag does not verify"), "{out}");
@@ -798,7 +702,7 @@ async fn tls_to_the_database_is_verified_and_the_password_comes_from_its_file() 
         )
         .unwrap();
     };
-    let d = Deployment::new(
+    let d = deployment(
         &url,
         &format!(
             "password_file = \"db-password\"\nca = \"{}\"\n",
@@ -806,7 +710,7 @@ async fn tls_to_the_database_is_verified_and_the_password_comes_from_its_file() 
         ),
     );
     write(&d, "db-password", &format!("{password}\n"));
-    let replica = Replica::start(&d.path("config.toml")).unwrap();
+    let replica = Replica::try_start(&d.path("config.toml")).unwrap();
     d.admin(replica.addr)
         .put_secret("db", b"v", &policy(&MEASUREMENT))
         .await
@@ -826,7 +730,7 @@ async fn tls_to_the_database_is_verified_and_the_password_comes_from_its_file() 
     // Another CA: the server's certificate is not trusted, and the replica does not start.
     let other = tempfile::tempdir().unwrap();
     cvm_keys::ca::init_ca(other.path(), &["127.0.0.1".to_string()]).unwrap();
-    let d2 = Deployment::new(
+    let d2 = deployment(
         &url,
         &format!(
             "password_file = \"db-password\"\nca = \"{}\"\n",
@@ -834,11 +738,11 @@ async fn tls_to_the_database_is_verified_and_the_password_comes_from_its_file() 
         ),
     );
     write(&d2, "db-password", &format!("{password}\n"));
-    let log = Replica::start(&d2.path("config.toml")).err().unwrap();
+    let log = Replica::try_start(&d2.path("config.toml")).err().unwrap();
     assert!(log.contains("certificate"), "{log}");
     // A wrong password: refused, and not printed.
     write(&d, "db-password", "wrong password\n");
-    let log = Replica::start(&d.path("config.toml")).err().unwrap();
+    let log = Replica::try_start(&d.path("config.toml")).err().unwrap();
     assert!(log.contains("password authentication failed"), "{log}");
     assert!(!log.contains("wrong password"), "{log}");
 }
@@ -854,16 +758,16 @@ async fn replicas_run_with_a_role_that_cannot_change_the_schema_or_the_audit_log
         return;
     };
     // The owner applies the schema once.
-    let owner = Deployment::new(&c.socket_url(DB), "");
+    let owner = deployment(&c.socket_url(DB), "");
     drop(replicas(&owner, 1));
     c.psql(DB, "CREATE ROLE cvm_app LOGIN").unwrap();
     c.psql(DB, GRANTS).unwrap();
     let url = c
         .socket_url(DB)
         .replace("postgres://cvm@", "postgres://cvm_app@");
-    let d = Deployment::new(&url, "");
+    let d = deployment(&url, "");
     // A replica with another KEK does not start: every replica needs the one the store was made with.
-    let log = Replica::start(&d.path("config.toml")).err().unwrap();
+    let log = Replica::try_start(&d.path("config.toml")).err().unwrap();
     assert!(log.contains("another KEK"), "{log}");
     std::fs::copy(owner.path("kek"), d.path("kek")).unwrap();
     let r = replicas(&d, 2);
@@ -874,7 +778,7 @@ async fn replicas_run_with_a_role_that_cannot_change_the_schema_or_the_audit_log
     let mut client = d.client(r[1].addr);
     let (req, keys) = request(&mut client, "db", MEASUREMENT).await.unwrap();
     assert_eq!(attest(&mut client, &req, &keys).await.unwrap(), b"v");
-    let (ok, out) = d.audit_verify_cli(r[1].addr);
+    let (ok, out) = audit_verify_cli(&d, r[1].addr);
     assert!(ok, "{out}");
     // The role can neither disable the audit table's trigger nor rewrite it.
     let as_app = |sql: &str| {
