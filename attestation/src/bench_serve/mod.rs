@@ -17,6 +17,14 @@
 //!   CPU per attestation is the honest cost of a real agent's attestation: accept, handshake (X25519 and
 //!   the server's P-256 CertificateVerify), challenge, attest, close.
 //!
+//! # Stores
+//!
+//! `--store file` (default) runs one server on a state directory. `--store postgres` starts a throwaway
+//! PostgreSQL cluster ([`crate::store::postgres::cluster`]) and, for each `--replicas` count, that many
+//! servers sharing its database, the clients spread over them; the server CPU is summed over the replicas and
+//! the database server's own CPU (its processes, on the same cores) is reported beside it. `--store
+//! file,postgres` measures both in one run, against one raw baseline.
+//!
 //! # Figures
 //!
 //! Attestations/s, errors, p50/p99 latency of the attest request and of the whole flow, the server's CPU per

@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 pub const PURGE_MARGIN_SECS: i64 = 120;
 /// How often each replica deletes expired nonces.
 pub const PURGE_EVERY: Duration = Duration::from_secs(30);
-/// How long a successful health check is trusted (so `/healthz` floods do not reach the database).
+/// How long a successful operation counts as a passed health check: under load `/healthz` needs no query
+/// (nor a connection, which attestations may all be holding), and floods of it do not reach the database.
 const CHECK_FRESH: Duration = Duration::from_secs(1);
 
 /// A PostgreSQL database shared by replicas.
@@ -91,6 +92,7 @@ impl PgBackend {
                 .await
                 .map_err(|e| self.pool.error(what, &e))?;
             pooled.keep();
+            *self.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             Ok(result)
         };
         tokio::time::timeout(self.pool.op_timeout(), run)
@@ -407,9 +409,7 @@ impl Backend for PgBackend {
             self.with("health check", async |conn| {
                 conn.client.simple_query("SELECT 1").await.map(|_| ())
             })
-            .await?;
-            *self.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-            Ok(())
+            .await
         })
     }
 
