@@ -165,6 +165,22 @@ pub trait Backend: fmt::Debug + Send + Sync {
         now: i64,
     ) -> BoxFuture<'_, Result<Spend, BackendError>>;
 
+    /// [`Backend::spend_nonce`] and [`Backend::read`] of `name` together (a backend may do both in one
+    /// round trip). The read sees the state after the spend.
+    fn spend_and_read<'a>(
+        &'a self,
+        id: [u8; 16],
+        expires_at: i64,
+        now: i64,
+        name: &'a str,
+        known: Option<Digest>,
+    ) -> BoxFuture<'a, Result<(Spend, SecretRead), BackendError>> {
+        Box::pin(async move {
+            let spend = self.spend_nonce(id, expires_at, now).await?;
+            Ok((spend, self.read(Some(name), known).await?))
+        })
+    }
+
     /// The key shared by every replica under `name`, sealed under the KEK: the one stored, or `sealed` when
     /// none was (it is then stored, so the first replica's key wins). `None`: this backend shares no keys
     /// (one process: the service makes its own).

@@ -13,7 +13,7 @@
 //! call and its return (linearizable). Decrypted secrets are cached by the digest of their record. A manifest
 //! older than one this process has seen is refused (the storage was rolled back while the service ran).
 
-use super::backend::{Backend, BackendError, Change, Locked, ManifestRead};
+use super::backend::{Backend, BackendError, Change, Locked, ManifestRead, Spend};
 use super::chain::ChainKey;
 use super::file::FileBackend;
 use super::manifest::{self, Digest, Manifest, ManifestError};
@@ -390,34 +390,44 @@ impl SecretStore {
         Ok(Some(m))
     }
 
+    /// The manifest this process holds and its digest.
+    fn held(&self) -> (Option<Digest>, Arc<Manifest>) {
+        let v = self.lock_view();
+        (v.digest, v.manifest.clone())
+    }
+
+    /// The manifest a read returned (`held` when unchanged); `Ok(None)` when it is older than one seen
+    /// meanwhile, which a read that started before that one was seen can return: read again.
+    fn resolve(
+        &self,
+        read: ManifestRead,
+        held: Arc<Manifest>,
+    ) -> Result<Option<Arc<Manifest>>, StoreError> {
+        match read {
+            ManifestRead::Unchanged => Ok(Some(held)),
+            ManifestRead::Sealed(bytes) => self.accept_manifest(&bytes),
+            ManifestRead::Absent => {
+                let seen = self.generation();
+                if seen > 0 {
+                    return Err(self.rolled_back(0, seen));
+                }
+                Ok(Some(Arc::new(Manifest::default())))
+            }
+        }
+    }
+
     /// The current manifest and `name`'s record (if asked), as one read of the backend sees them.
     async fn read(
         &self,
         name: Option<&str>,
     ) -> Result<(Arc<Manifest>, Option<Vec<u8>>), StoreError> {
-        // A read that returns a manifest older than one seen meanwhile is tried once more: a second read
-        // starting now must see at least that one, unless the storage went back.
-        for attempt in 0..2 {
-            let (known, cached) = {
-                let v = self.lock_view();
-                (v.digest, v.manifest.clone())
-            };
+        // A second read starting now must see at least the newest manifest seen, unless the storage went
+        // back.
+        for _ in 0..2 {
+            let (known, held) = self.held();
             let read = self.backend.read(name, known).await?;
-            let manifest = match read.manifest {
-                ManifestRead::Unchanged => Some(cached),
-                ManifestRead::Sealed(bytes) => self.accept_manifest(&bytes)?,
-                ManifestRead::Absent => {
-                    let seen = self.generation();
-                    if seen > 0 {
-                        return Err(self.rolled_back(0, seen));
-                    }
-                    Some(Arc::new(Manifest::default()))
-                }
-            };
-            match manifest {
-                Some(m) => return Ok((m, read.record)),
-                None if attempt == 0 => continue,
-                None => break,
+            if let Some(m) = self.resolve(read.manifest, held)? {
+                return Ok((m, read.record));
             }
         }
         let seen = self.generation();
@@ -540,6 +550,40 @@ impl SecretStore {
     pub async fn get(&self, name: &str) -> Result<Arc<StoredSecret>, StoreError> {
         Self::check_name(name)?;
         let (manifest, record) = self.read(Some(name)).await?;
+        self.secret_of(name, &manifest, record)
+    }
+
+    /// Spend a nonce ([`Backend::spend_nonce`]) and get `name` ([`SecretStore::get`]) with one call to the
+    /// backend (one round trip to a database). A backend failure fails both; the secret's own errors are
+    /// the second result's.
+    pub async fn spend_and_get(
+        &self,
+        id: [u8; 16],
+        expires_at: i64,
+        now: i64,
+        name: &str,
+    ) -> Result<(Spend, Result<Arc<StoredSecret>, StoreError>), StoreError> {
+        Self::check_name(name)?;
+        let (known, held) = self.held();
+        let (spend, read) = self
+            .backend
+            .spend_and_read(id, expires_at, now, name, known)
+            .await?;
+        let secret = match self.resolve(read.manifest, held) {
+            Ok(Some(manifest)) => self.secret_of(name, &manifest, read.record),
+            Ok(None) => self.get(name).await,
+            Err(e) => Err(e),
+        };
+        Ok((spend, secret))
+    }
+
+    /// `name`'s secret from its record, which must be the one `manifest` names.
+    fn secret_of(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+        record: Option<Vec<u8>>,
+    ) -> Result<Arc<StoredSecret>, StoreError> {
         let Some(current) = manifest.current(name) else {
             return Err(StoreError::NotFound(name.to_owned()));
         };

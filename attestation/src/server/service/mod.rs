@@ -467,12 +467,13 @@ impl Service {
             .check(&r.nonce, &r.resource, at)
             .map_err(|rej| Refusal::reason(&rej))?;
         record.nonce = Some(hex::encode(nonce.id));
-        // Both from the store, at once: spending the nonce (across every replica) and reading the secret.
-        let (spent, secret) = tokio::join!(
-            self.backend.spend_nonce(nonce.id, nonce.expires_at, at),
-            self.store.get(&r.resource)
-        );
-        match spent.map_err(|e| Refusal::store(&StoreError::Backend(e)))? {
+        // Both from the store in one call: spending the nonce (across every replica) and reading the secret.
+        let (spent, secret) = self
+            .store
+            .spend_and_get(nonce.id, nonce.expires_at, at, &r.resource)
+            .await
+            .map_err(|e| Refusal::store(&e))?;
+        match spent {
             Spend::Fresh => {}
             Spend::Replayed => return Err(Refusal::reason(&crate::nonce::replayed())),
             Spend::Full => {

@@ -236,18 +236,7 @@ impl Backend for PgBackend {
                     conn.client.query_one(&conn.st.read, &[&known, &name]).await
                 })
                 .await?;
-            let fail = |e: tokio_postgres::Error| self.pool.error("read secret", &e);
-            let digest: Option<Vec<u8>> = row.try_get(0).map_err(fail)?;
-            let body: Option<Vec<u8>> = row.try_get(1).map_err(fail)?;
-            let record: Option<Vec<u8>> = row.try_get(2).map_err(fail)?;
-            let manifest = match (digest_of(digest), body) {
-                (_, Some(body)) => ManifestRead::Sealed(body),
-                (Some(d), None) if Some(d) == known_digest(known.as_deref()) => {
-                    ManifestRead::Unchanged
-                }
-                _ => ManifestRead::Absent,
-            };
-            Ok(SecretRead { manifest, record })
+            self.secret_read(&row, known.as_deref())
         })
     }
 
@@ -347,32 +336,39 @@ impl Backend for PgBackend {
     ) -> BoxFuture<'_, Result<Spend, BackendError>> {
         Box::pin(async move {
             let id = id.to_vec();
-            // The spend commits without waiting for its WAL flush: it is visible to every replica at commit
-            // all the same, and a release's audit record, committed afterwards with a synchronous commit,
-            // flushes the WAL past it (PostgreSQL flushes the WAL in order). So a spend a crash of the
-            // database could lose is one whose attestation released nothing, and every release keeps its
-            // nonce spent. This halves the flushes an attestation waits for.
             let inserted = self
                 .with("spend nonce", async |conn| {
-                    let c = &conn.client;
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-                        [&id, &expires_at];
-                    let (begin, insert, end) = tokio::join!(
-                        c.batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF"),
-                        c.execute(&conn.st.spend, &params),
-                        c.batch_execute("COMMIT")
-                    );
-                    begin?;
-                    let inserted = insert?;
-                    end?;
-                    Ok(inserted)
+                    spend(conn, &id, expires_at).await
                 })
                 .await?;
-            Ok(if inserted == 1 {
-                Spend::Fresh
-            } else {
-                Spend::Replayed
-            })
+            Ok(spent(inserted))
+        })
+    }
+
+    fn spend_and_read<'a>(
+        &'a self,
+        id: [u8; 16],
+        expires_at: i64,
+        _now: i64,
+        name: &'a str,
+        known: Option<Digest>,
+    ) -> BoxFuture<'a, Result<(Spend, SecretRead), BackendError>> {
+        // One connection, one round trip: the spend's statements and the read, pipelined.
+        Box::pin(async move {
+            let id = id.to_vec();
+            let known = known.map(|d| d.to_vec());
+            let (inserted, row) = self
+                .with("spend nonce and read secret", async |conn| {
+                    let read_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                        [&known, &name];
+                    let (inserted, row) = tokio::join!(
+                        spend(conn, &id, expires_at),
+                        conn.client.query_one(&conn.st.read, &read_params)
+                    );
+                    Ok((inserted?, row?))
+                })
+                .await?;
+            Ok((spent(inserted), self.secret_read(&row, known.as_deref())?))
         })
     }
 
@@ -415,6 +411,59 @@ impl Backend for PgBackend {
 
     fn location(&self) -> String {
         self.pool.location().to_owned()
+    }
+}
+
+/// Spend nonce `id` on `conn`: returns the rows inserted (1: fresh).
+///
+/// The spend commits without waiting for its WAL flush: it is visible to every replica at commit all the
+/// same, and a release's audit record, committed afterwards with a synchronous commit, flushes the WAL past it
+/// (PostgreSQL flushes the WAL in order). So a spend a crash of the database could lose is one whose
+/// attestation released nothing, and every release keeps its nonce spent. This halves the flushes an
+/// attestation waits for.
+async fn spend(
+    conn: &pool::Conn,
+    id: &Vec<u8>,
+    expires_at: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    let c = &conn.client;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [id, &expires_at];
+    let (begin, insert, end) = tokio::join!(
+        c.batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF"),
+        c.execute(&conn.st.spend, &params),
+        c.batch_execute("COMMIT")
+    );
+    begin?;
+    let inserted = insert?;
+    end?;
+    Ok(inserted)
+}
+
+fn spent(inserted: u64) -> Spend {
+    if inserted == 1 {
+        Spend::Fresh
+    } else {
+        Spend::Replayed
+    }
+}
+
+impl PgBackend {
+    /// A row of the `read` statement as a [`SecretRead`], given the manifest digest the caller holds.
+    fn secret_read(
+        &self,
+        row: &tokio_postgres::Row,
+        known: Option<&[u8]>,
+    ) -> Result<SecretRead, BackendError> {
+        let fail = |e: tokio_postgres::Error| self.pool.error("read secret", &e);
+        let digest: Option<Vec<u8>> = row.try_get(0).map_err(fail)?;
+        let body: Option<Vec<u8>> = row.try_get(1).map_err(fail)?;
+        let record: Option<Vec<u8>> = row.try_get(2).map_err(fail)?;
+        let manifest = match (digest_of(digest), body) {
+            (_, Some(body)) => ManifestRead::Sealed(body),
+            (Some(d), None) if Some(d) == known_digest(known) => ManifestRead::Unchanged,
+            _ => ManifestRead::Absent,
+        };
+        Ok(SecretRead { manifest, record })
     }
 }
 
