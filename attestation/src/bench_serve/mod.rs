@@ -73,6 +73,26 @@
 //! window: 1.32, 1.34). The earlier idle-only baseline spread 1.10–1.41 as the box's speed drifted between
 //! the idle measurement and the run; the in-run sampler follows it.
 //!
+//! # Measured with PostgreSQL (2026-12-06, the same host, shared with other jobs: load 3–6)
+//!
+//! `--store file,postgres --replicas 1,2,3 --tee both --load closed --connection keep-alive`, two runs; raw
+//! P-384 verify 699–807 µs. Server CPU is every replica's; "db" is PostgreSQL's own CPU per attestation.
+//!
+//! | store        | SNP att/s   | SNP server µs/att | × raw     | db µs/att | TDX att/s   |
+//! |--------------|------------:|------------------:|----------:|----------:|------------:|
+//! | file         | 1,285–1,290 |           975–979 | 1.35–1.39 |         – | 3,962–3,972 |
+//! | postgres × 1 | 1,155–1,186 |           960–980 | 1.38–1.39 |   163–175 | 2,929–2,934 |
+//! | postgres × 2 | 1,112–1,162 |         962–1,005 | 1.40–1.43 |   206–216 | 2,556–2,917 |
+//! | postgres × 3 | 1,062–1,114 |       997–1,049   | 1.46–1.48 |   235–250 | 2,502–2,693 |
+//!
+//! Per attestation a replica makes one round trip (the nonce's spend, committed without waiting for its
+//! flush, pipelined with the read of the manifest digest and the secret's record) and shares an audit commit
+//! with the records that queued meanwhile (0.07–0.22 commits per attestation, 5–13 ms each: the database's
+//! fsync on this virtual disk). Before the spend and the read shared a round trip, and before the audit
+//! writer had its own connection, the same runs gave 1.45–1.60× and 354–696 SNP attestations/s: the audit
+//! commits queued behind attestations for one of the pool's connections. More replicas cost a little more
+//! CPU in all (three processes' wake-ups, smaller audit batches) and add no capacity on 2 cores.
+//!
 //! Where the SNP server CPU goes (keep-alive closed loop, `perf record` leaf samples of the server process):
 //! P-384 verification 75–76 % (one verify per attestation: the VCEK chain is cached), X25519 (HPKE seal: an
 //! ephemeral key and one DH) 5.7 %, kernel 8.5 % (loopback TCP and its softirqs, context switches, the
