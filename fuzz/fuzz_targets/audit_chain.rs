@@ -49,5 +49,10 @@ fuzz_target!(|data: &[u8]| {
         again.push(line);
     }
     let whole = again.finish();
-    assert_eq!((whole.problem_count, whole.records), (0, linked.len() as u64), "{:?}", whole.problems);
+    assert_eq!(
+        (whole.problem_count, whole.records),
+        (0, linked.len() as u64),
+        "{:?}",
+        whole.problems
+    );
 });

@@ -83,7 +83,7 @@
 //! | file         | 1,285–1,290 |           975–979 | 1.35–1.39 |         – | 3,962–3,972 |
 //! | postgres × 1 | 1,155–1,186 |           960–980 | 1.38–1.39 |   163–175 | 2,929–2,934 |
 //! | postgres × 2 | 1,112–1,162 |         962–1,005 | 1.40–1.43 |   206–216 | 2,556–2,917 |
-//! | postgres × 3 | 1,062–1,114 |       997–1,049   | 1.46–1.48 |   235–250 | 2,502–2,693 |
+//! | postgres × 3 | 1,062–1,114 |         997–1,049 | 1.46–1.48 |   235–250 | 2,502–2,693 |
 //!
 //! Per attestation a replica makes one round trip (the nonce's spend, committed without waiting for its
 //! flush, pipelined with the read of the manifest digest and the secret's record) and shares an audit commit
