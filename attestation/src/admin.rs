@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! cvm-attest admin --server URL --ca CA.pem --cert admin.pem --key admin.key \
-//!     secret put NAME --value-file F --policy P.toml | secret list | secret rm NAME | audit
+//!     secret put NAME --value-file F --policy P.toml | secret list | secret rm NAME | audit [--verify]
 //! ```
+//!
+//! `audit --verify` has the service check the audit log's hash chain and exits 1 when it is broken.
 
 use crate::client::{Client, ClientError, tls_config};
 use std::path::PathBuf;
@@ -34,8 +36,14 @@ pub enum AdminCommand {
     /// Manage secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
-    /// Print the audit log (JSON lines).
-    Audit,
+    /// Print the audit log (JSON lines), or check its hash chain.
+    Audit {
+        /// Check the whole log's hash chain instead (a record deleted, edited, reordered or inserted):
+        /// print what was found and the newest record (note it: a later check must reach at least it);
+        /// exit 1 when the chain is broken.
+        #[arg(long)]
+        verify: bool,
+    },
 }
 
 /// `admin secret ...`.
@@ -78,6 +86,9 @@ pub enum AdminError {
     /// The runtime could not start.
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    /// `audit --verify` found the chain broken.
+    #[error("{0}")]
+    AuditBroken(String),
 }
 
 /// Run an admin command and return what to print.
@@ -123,9 +134,35 @@ async fn run_async(args: &AdminArgs) -> Result<String, AdminError> {
             client.delete_secret(name).await?;
             Ok(format!("deleted {name}\n"))
         }
-        AdminCommand::Audit => {
+        AdminCommand::Audit { verify: false } => {
             let records = client.audit().await?;
             Ok(records.iter().map(|r| format!("{r}\n")).collect())
+        }
+        AdminCommand::Audit { verify: true } => {
+            let v = client.audit_verify().await?;
+            let summary = format!(
+                "{} chained record(s){}; newest: record {} tag {}\n",
+                v.records,
+                if v.unchained > 0 {
+                    format!(" after {} line(s) written before the chain", v.unchained)
+                } else {
+                    String::new()
+                },
+                v.head_seq,
+                v.head_tag
+            );
+            if v.ok {
+                Ok(format!("audit chain OK: {summary}"))
+            } else {
+                let mut text = format!(
+                    "audit chain BROKEN: {} problem(s) in {summary}",
+                    v.problem_count
+                );
+                for p in &v.problems {
+                    text.push_str(&format!("  {p}\n"));
+                }
+                Err(AdminError::AuditBroken(text.trim_end().to_owned()))
+            }
         }
     }
 }

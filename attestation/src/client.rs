@@ -374,6 +374,18 @@ impl Client {
         Ok(a.records)
     }
 
+    /// `GET /v1/admin/audit/verify`: the service checks the audit log's hash chain.
+    pub async fn audit_verify(&mut self) -> Result<p::AuditVerifyResponse, ClientError> {
+        self.call::<(), _>(Method::GET, p::PATH_ADMIN_AUDIT_VERIFY, None)
+            .await
+    }
+
+    /// `GET /healthz`: the status code (200 ready, 503 the store cannot be reached).
+    pub async fn healthz(&mut self) -> Result<u16, ClientError> {
+        let (status, _) = self.send(Method::GET, p::PATH_HEALTHZ, None).await?;
+        Ok(status.as_u16())
+    }
+
     /// `GET /metrics` as text.
     pub async fn metrics(&mut self) -> Result<String, ClientError> {
         let (status, body) = self.send(Method::GET, p::PATH_METRICS, None).await?;

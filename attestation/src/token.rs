@@ -7,7 +7,8 @@
 //!   `{1: 2 (EC2), 3: -7 (ES256), -1: 1 (P-256), -2: x, -3: y}`); [`CoseKey::to_uncompressed`] gives the
 //!   SEC1 point ring verifies with.
 //!
-//! The signing key (PKCS#8) is kept in the store directory with mode 0600 and created on first start.
+//! The signing key (PKCS#8) is kept in the store directory with mode 0600 and created on first start, or, with
+//! a PostgreSQL store, sealed under the KEK in the database and shared by the replicas.
 
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair};
@@ -92,29 +93,42 @@ pub struct TokenSigner {
 }
 
 impl TokenSigner {
+    /// A new PKCS#8 P-256 key.
+    pub fn generate_pkcs8() -> Result<zeroize::Zeroizing<Vec<u8>>, TokenError> {
+        let doc = EcdsaKeyPair::generate_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &SystemRandom::new(),
+        )
+        .map_err(|_| TokenError::Crypto("key generation"))?;
+        Ok(zeroize::Zeroizing::new(doc.as_ref().to_vec()))
+    }
+
+    /// The signer of a PKCS#8 P-256 key (one the replicas share, from the store).
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, TokenError> {
+        let rng = SystemRandom::new();
+        let key =
+            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
+                .map_err(|_| TokenError::Crypto("the token key is not a P-256 PKCS#8 key"))?;
+        Ok(TokenSigner { key, rng })
+    }
+
     /// Load the PKCS#8 key at `path`, or create one there (mode 0600) when it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, TokenError> {
-        let rng = SystemRandom::new();
         let err = |message: String| TokenError::KeyFile {
             path: path.to_owned(),
             message,
         };
         let pkcs8 = match std::fs::read(path) {
-            Ok(bytes) => bytes,
+            Ok(bytes) => zeroize::Zeroizing::new(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let doc =
-                    EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                        .map_err(|_| TokenError::Crypto("key generation"))?;
-                crate::store::atomic::write_file(path, doc.as_ref(), 0o600)
+                let doc = Self::generate_pkcs8()?;
+                crate::store::atomic::write_file(path, &doc, 0o600)
                     .map_err(|e| err(e.to_string()))?;
-                doc.as_ref().to_vec()
+                doc
             }
             Err(e) => return Err(err(e.to_string())),
         };
-        let key =
-            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
-                .map_err(|_| err("not a P-256 PKCS#8 key".into()))?;
-        Ok(TokenSigner { key, rng })
+        Self::from_pkcs8(&pkcs8).map_err(|_| err("not a P-256 PKCS#8 key".into()))
     }
 
     /// The public key as a SEC1 uncompressed point (65 bytes).

@@ -55,17 +55,21 @@ async fn every_acknowledged_write_survives_sigkill() {
     assert!(acked.len() >= 60);
 
     let kek = cvm_keys::Key256::read_file(&f.path("kek")).unwrap();
-    let store = SecretStore::open(&f.path("state"), &kek).unwrap();
+    let store = SecretStore::open(&f.path("state"), &kek).await.unwrap();
     // Every secret the manifest names decrypts and is its current record (no torn writes, no half-done
     // change), and no record lies outside the manifest.
-    for name in store.list() {
-        store.get(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for name in store.list().await.unwrap() {
+        store
+            .get(&name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     assert!(store.warnings().is_empty(), "{:?}", store.warnings());
     let mut latest: std::collections::HashMap<String, u32> = Default::default();
     for (name, value) in &acked {
         let got = store
             .get(name)
+            .await
             .unwrap_or_else(|e| panic!("acknowledged {name} lost: {e}"));
         if name.ends_with("-latest") {
             let v = u32::from_be_bytes(value.as_slice().try_into().unwrap());
@@ -75,7 +79,7 @@ async fn every_acknowledged_write_survives_sigkill() {
         }
     }
     for (name, last_acked) in latest {
-        let got = store.get(&name).unwrap();
+        let got = store.get(&name).await.unwrap();
         let v = u32::from_be_bytes(got.value.as_slice().try_into().unwrap());
         assert!(
             v >= last_acked,

@@ -7,9 +7,8 @@ mod serve_common;
 
 use cvm_attest::client::{ClientError, Evidence, EvidenceSource};
 use cvm_attest::protocol::TeeKind;
-use cvm_attest::sim::{self, InitOptions, Simulator, SnpRequest, TdxRequest};
-use serve_common::{Fixture, Running};
-use std::sync::OnceLock;
+use cvm_attest::sim::{Simulator, SnpRequest, TdxRequest};
+use serve_common::{Fixture, Running, sim_dir, simulator};
 
 const MEASUREMENT: [u8; 48] = [0x5a; 48];
 const OTHER: [u8; 48] = [0x33; 48];
@@ -94,29 +93,6 @@ impl EvidenceSource for Source<'_> {
             certs,
         })
     }
-}
-
-/// One simulator for the whole file (key generation is slow).
-fn sim_dir() -> &'static std::path::Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        sim::init(
-            &dir.path().join("sim"),
-            &InitOptions {
-                seed: Some(b"serve flow tests seed".to_vec()),
-                ..InitOptions::default()
-            },
-        )
-        .unwrap();
-        dir
-    })
-    .path()
-}
-
-fn simulator() -> &'static Simulator {
-    static S: OnceLock<Simulator> = OnceLock::new();
-    S.get_or_init(|| Simulator::load(&sim_dir().join("sim")).unwrap())
 }
 
 fn policy() -> String {

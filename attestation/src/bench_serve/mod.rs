@@ -17,6 +17,14 @@
 //!   CPU per attestation is the honest cost of a real agent's attestation: accept, handshake (X25519 and
 //!   the server's P-256 CertificateVerify), challenge, attest, close.
 //!
+//! # Stores
+//!
+//! `--store file` (default) runs one server on a state directory. `--store postgres` starts a throwaway
+//! PostgreSQL cluster ([`crate::store::postgres::cluster`]) and, for each `--replicas` count, that many
+//! servers sharing its database, the clients spread over them; the server CPU is summed over the replicas and
+//! the database server's own CPU (its processes, on the same cores) is reported beside it. `--store
+//! file,postgres` measures both in one run, against one raw baseline.
+//!
 //! # Figures
 //!
 //! Attestations/s, errors, p50/p99 latency of the attest request and of the whole flow, the server's CPU per
@@ -65,6 +73,26 @@
 //! window: 1.32, 1.34). The earlier idle-only baseline spread 1.10–1.41 as the box's speed drifted between
 //! the idle measurement and the run; the in-run sampler follows it.
 //!
+//! # Measured with PostgreSQL (2026-12-06, the same host, shared with other jobs: load 3–6)
+//!
+//! `--store file,postgres --replicas 1,2,3 --tee both --load closed --connection keep-alive`, two runs; raw
+//! P-384 verify 699–807 µs. Server CPU is every replica's; "db" is PostgreSQL's own CPU per attestation.
+//!
+//! | store        | SNP att/s   | SNP server µs/att | × raw     | db µs/att | TDX att/s   |
+//! |--------------|------------:|------------------:|----------:|----------:|------------:|
+//! | file         | 1,285–1,290 |           975–979 | 1.35–1.39 |         – | 3,962–3,972 |
+//! | postgres × 1 | 1,155–1,186 |           960–980 | 1.38–1.39 |   163–175 | 2,929–2,934 |
+//! | postgres × 2 | 1,112–1,162 |         962–1,005 | 1.40–1.43 |   206–216 | 2,556–2,917 |
+//! | postgres × 3 | 1,062–1,114 |         997–1,049 | 1.46–1.48 |   235–250 | 2,502–2,693 |
+//!
+//! Per attestation a replica makes one round trip (the nonce's spend, committed without waiting for its
+//! flush, pipelined with the read of the manifest digest and the secret's record) and shares an audit commit
+//! with the records that queued meanwhile (0.07–0.22 commits per attestation, 5–13 ms each: the database's
+//! fsync on this virtual disk). Before the spend and the read shared a round trip, and before the audit
+//! writer had its own connection, the same runs gave 1.45–1.60× and 354–696 SNP attestations/s: the audit
+//! commits queued behind attestations for one of the pool's connections. More replicas cost a little more
+//! CPU in all (three processes' wake-ups, smaller audit batches) and add no capacity on 2 cores.
+//!
 //! Where the SNP server CPU goes (keep-alive closed loop, `perf record` leaf samples of the server process):
 //! P-384 verification 75–76 % (one verify per attestation: the VCEK chain is cached), X25519 (HPKE seal: an
 //! ephemeral key and one DH) 5.7 %, kernel 8.5 % (loopback TCP and its softirqs, context switches, the
@@ -80,6 +108,7 @@ use crate::client::{Client, ClientError, Evidence, EvidenceSource, tls_config};
 use crate::protocol::TeeKind;
 use crate::server::metrics::{process_cpu_seconds, sample};
 use crate::sim::{self, InitOptions, Simulator, SnpRequest, TdxRequest};
+use crate::store::postgres::cluster::{self, Cluster};
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair};
 use std::io::{BufRead, BufReader};
@@ -118,6 +147,23 @@ pub struct BenchArgs {
     /// Worker threads of the server (default: all cores).
     #[arg(long)]
     pub server_threads: Option<usize>,
+    /// Stores to measure, in this order: file (the state directory), postgres (a throwaway PostgreSQL
+    /// cluster started for the run, `initdb` as `nobody` when run as root), or both: `--store file,postgres`.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "file")]
+    pub store: Vec<StoreArg>,
+    /// With the postgres store: how many replicas share the database, one set of runs each
+    /// (`--replicas 1,2,3`); the clients are spread over them.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub replicas: Vec<usize>,
+}
+
+/// `--store`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreArg {
+    /// The state directory.
+    File,
+    /// A PostgreSQL database shared by the replicas.
+    Postgres,
 }
 
 /// `--load`.
@@ -209,6 +255,8 @@ impl EvidenceSource for SimSource {
 /// One run's figures.
 #[derive(Debug)]
 pub struct RunResult {
+    /// The store: `file`, or `postgres` and the number of replicas.
+    pub store: String,
     /// Evidence kind.
     pub tee: TeeKind,
     /// How the clients connected.
@@ -235,6 +283,8 @@ pub struct RunResult {
     pub client_cpu: f64,
     /// CPU seconds of one raw verification of this evidence kind, measured during the run.
     pub raw_in_run: f64,
+    /// CPU seconds the database server used during the run (postgres store only).
+    pub db_cpu: Option<f64>,
 }
 
 impl RunResult {
@@ -340,11 +390,11 @@ impl Drop for ServerProcess {
     }
 }
 
-fn start_server(dir: &Path, threads: Option<usize>) -> Result<ServerProcess, BenchError> {
+fn start_server(config: &Path, threads: Option<usize>) -> Result<ServerProcess, BenchError> {
     let exe = std::env::current_exe().map_err(setup)?;
     let mut cmd = Command::new(exe);
     cmd.args(["serve", "--config"])
-        .arg(dir.join("config.toml"))
+        .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if let Some(t) = threads {
@@ -360,9 +410,17 @@ fn start_server(dir: &Path, threads: Option<usize>) -> Result<ServerProcess, Ben
                     break addr.to_owned();
                 }
             }
-            _ => {
+            other => {
                 let _ = child.kill();
-                return Err(setup("the server exited before listening"));
+                let last = other.and_then(Result::ok).unwrap_or_default();
+                return Err(setup(format!(
+                    "the server exited before listening{}",
+                    if last.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {last}")
+                    }
+                )));
             }
         }
     };
@@ -378,15 +436,25 @@ fn prepare(dir: &Path) -> Result<PathBuf, BenchError> {
         .map_err(setup)?
         .write_new_file(&dir.join("kek"))
         .map_err(setup)?;
+    std::fs::write(
+        dir.join("config.toml"),
+        config("[store]\ndir = \"state\"\nkek_file = \"kek\"\n"),
+    )
+    .map_err(setup)?;
+    Ok(sim_dir)
+}
+
+/// The service's configuration with `store` as its `[store]` table.
+fn config(store: &str) -> String {
     // Every client of the load generator comes from 127.0.0.1: the per-address limits must let one address
     // open as many connections, as fast, as all the clients together do.
-    let config = "listen = \"127.0.0.1:0\"\nmode = \"simulated\"\nsim_dir = \"sim\"\n[tls]\n\
-                  cert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nadmin_client_ca = \"pki/ca.pem\"\n\
-                  [store]\ndir = \"state\"\nkek_file = \"kek\"\n[limits]\nnonce_ttl_secs = 120\n\
-                  max_connections_per_address = 1024\nconnection_rate_per_address = 1000000\n\
-                  connection_burst_per_address = 1000000\n";
-    std::fs::write(dir.join("config.toml"), config).map_err(setup)?;
-    Ok(sim_dir)
+    format!(
+        "listen = \"127.0.0.1:0\"\nmode = \"simulated\"\nsim_dir = \"sim\"\n[tls]\n\
+         cert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nadmin_client_ca = \"pki/ca.pem\"\n\
+         {store}[limits]\nnonce_ttl_secs = 120\n\
+         max_connections_per_address = 1024\nconnection_rate_per_address = 1000000\n\
+         connection_burst_per_address = 1000000\n"
+    )
 }
 
 /// Server counters at one moment.
@@ -397,21 +465,28 @@ struct ServerSample {
     audit_sync: f64,
 }
 
-/// The server's CPU seconds and audit counters so far (a fresh connection: an idle one may have been closed
-/// by the server).
+/// The servers' CPU seconds and audit counters so far, summed over the replicas (a fresh connection: an
+/// idle one may have been closed by the server).
 async fn server_sample(
-    url: &str,
+    urls: &[String],
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<ServerSample, BenchError> {
-    let text = Client::new(url, tls)?.metrics().await?;
-    let get = |series: &str| {
-        sample(&text, series).ok_or_else(|| setup(format!("the server does not report {series}")))
+    let mut total = ServerSample {
+        cpu: 0.0,
+        audit_batches: 0.0,
+        audit_sync: 0.0,
     };
-    Ok(ServerSample {
-        cpu: get("process_cpu_seconds_total")?,
-        audit_batches: get("cvm_attest_audit_batches_total")?,
-        audit_sync: get("cvm_attest_audit_sync_seconds_total")?,
-    })
+    for url in urls {
+        let text = Client::new(url, tls.clone())?.metrics().await?;
+        let get = |series: &str| {
+            sample(&text, series)
+                .ok_or_else(|| setup(format!("the server does not report {series}")))
+        };
+        total.cpu += get("process_cpu_seconds_total")?;
+        total.audit_batches += get("cvm_attest_audit_batches_total")?;
+        total.audit_sync += get("cvm_attest_audit_sync_seconds_total")?;
+    }
+    Ok(total)
 }
 
 /// What one run does.
@@ -423,13 +498,21 @@ struct RunSpec {
     rate: Option<f64>,
 }
 
+/// The servers of one set of runs, and the database they share (postgres store).
+struct Target<'a> {
+    label: String,
+    urls: Vec<String>,
+    db: Option<&'a Cluster>,
+}
+
 async fn run_one(
-    url: &str,
+    target: &Target<'_>,
     tls: &Tls,
     sim: Arc<Simulator>,
     spec: RunSpec,
     args: &BenchArgs,
 ) -> Result<RunResult, BenchError> {
+    let urls = &target.urls;
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let per_client_interval = spec
@@ -437,6 +520,8 @@ async fn run_one(
         .map(|rate| Duration::from_secs_f64(args.clients as f64 / rate));
     let mut tasks = Vec::new();
     for i in 0..args.clients {
+        // The clients are spread over the replicas.
+        let url = &urls[i % urls.len()];
         let connect = match spec.connection {
             Connection::KeepAlive => Connect::Shared(Client::new(url, tls.resuming.clone())?),
             Connection::PerFlow => Connect::New(url.to_owned(), tls.fresh.clone()),
@@ -496,7 +581,8 @@ async fn run_one(
     }
     // Warm-up: connections, chain caches.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let server0 = server_sample(url, tls.resuming.clone()).await?;
+    let server0 = server_sample(urls, tls.resuming.clone()).await?;
+    let db0 = target.db.and_then(Cluster::cpu_seconds);
     let client0 = process_cpu_seconds().ok_or_else(|| setup("cannot read /proc/self/stat"))?;
     let raw = RawVerify::new(spec.tee)?;
     let sampler_stop = Arc::new(AtomicBool::new(false));
@@ -508,12 +594,14 @@ async fn run_one(
     let seconds = start.elapsed().as_secs_f64();
     sampler_stop.store(true, Ordering::Relaxed);
     let client1 = process_cpu_seconds().ok_or_else(|| setup("cannot read /proc/self/stat"))?;
-    let server1 = server_sample(url, tls.resuming.clone()).await?;
+    let db1 = target.db.and_then(Cluster::cpu_seconds);
+    let server1 = server_sample(urls, tls.resuming.clone()).await?;
     let (raw_in_run, raw_cpu) = sampler
         .join()
         .map_err(|_| setup("raw verify sampler panicked"))??;
     stop.store(true, Ordering::Relaxed);
     let mut r = RunResult {
+        store: target.label.clone(),
         tee: spec.tee,
         connection: spec.connection,
         rate: spec.rate,
@@ -527,6 +615,7 @@ async fn run_one(
         audit_sync: server1.audit_sync - server0.audit_sync,
         client_cpu: (client1 - client0 - raw_cpu).max(0.0),
         raw_in_run,
+        db_cpu: db0.zip(db1).map(|(a, b)| b - a),
     };
     for t in tasks {
         let (ok, errors, a, f) = t.await.map_err(setup)?;
@@ -603,76 +692,131 @@ pub fn run(args: &BenchArgs) -> Result<String, BenchError> {
     let dir = tempfile_dir()?;
     let sim_dir = prepare(dir.path())?;
     let sim = Arc::new(Simulator::load(&sim_dir).map_err(setup)?);
-    let server = start_server(dir.path(), args.server_threads)?;
+    // The database of the postgres runs, for all of them: started before the raw baseline.
+    let db = if args.store.contains(&StoreArg::Postgres) {
+        let c = Cluster::start(&cluster::Options::default()).map_err(setup)?;
+        c.create_database("cvm").map_err(setup)?;
+        std::fs::write(
+            dir.path().join("config-postgres.toml"),
+            config(&format!(
+                "[store]\nbackend = \"postgres\"\nkek_file = \"kek\"\n[store.postgres]\nurl = \"{}\"\n",
+                c.socket_url("cvm")
+            )),
+        )
+        .map_err(setup)?;
+        Some(c)
+    } else {
+        None
+    };
     let (p384_before, p256_before) = raw_verifies()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(setup)?;
-    let results = runtime.block_on(async {
-        let ca = dir.path().join("pki/ca.pem");
-        let admin_tls = tls_config(
-            &ca,
-            Some((
-                &dir.path().join("pki/admin.pem"),
-                &dir.path().join("pki/admin.key"),
-            )),
-        )?;
-        let mut admin = Client::new(&server.url, admin_tls)?;
-        let m = hex::encode(MEASUREMENT);
-        admin
-            .put_secret(
-                "bench",
-                b"bench secret value",
-                &format!("[snp]\nmeasurements = [\"{m}\"]\n[tdx]\nmrtd = [\"{m}\"]\n"),
-            )
-            .await?;
-        let resuming = tls_config(&ca, None)?;
-        let mut fresh = (*resuming).clone();
-        fresh.resumption = rustls::client::Resumption::disabled();
-        let tls = Tls {
-            resuming,
-            fresh: Arc::new(fresh),
+    let mut results = Vec::new();
+    for store in &args.store {
+        let (config, counts): (PathBuf, Vec<usize>) = match store {
+            StoreArg::File => (dir.path().join("config.toml"), vec![1]),
+            StoreArg::Postgres => (
+                dir.path().join("config-postgres.toml"),
+                args.replicas.clone(),
+            ),
         };
-        let mut results = Vec::new();
-        for &tee in &tees {
-            for &connection in &connections {
-                let mut closed_rate = None;
-                if args.load != LoadArg::Paced {
-                    let spec = RunSpec {
-                        tee,
-                        connection,
-                        rate: None,
-                    };
-                    let r = run_one(&server.url, &tls, sim.clone(), spec, args).await?;
-                    closed_rate = Some(r.rate());
-                    results.push(r);
-                }
-                if args.load != LoadArg::Closed {
-                    let rate = if args.rate > 0.0 {
-                        args.rate
-                    } else {
-                        closed_rate.unwrap_or_default() * args.paced_fraction
-                    };
-                    if rate > 0.0 {
-                        let spec = RunSpec {
-                            tee,
-                            connection,
-                            rate: Some(rate),
-                        };
-                        results.push(run_one(&server.url, &tls, sim.clone(), spec, args).await?);
-                    }
-                }
-            }
+        for &n in &counts {
+            let servers = (0..n.max(1))
+                .map(|_| start_server(&config, args.server_threads))
+                .collect::<Result<Vec<_>, _>>()?;
+            let target = Target {
+                label: match store {
+                    StoreArg::File => "file".into(),
+                    StoreArg::Postgres => format!("postgres x{}", servers.len()),
+                },
+                urls: servers.iter().map(|s| s.url.clone()).collect(),
+                db: match store {
+                    StoreArg::File => None,
+                    StoreArg::Postgres => db.as_ref(),
+                },
+            };
+            let runs =
+                runtime.block_on(runs(&target, dir.path(), &tees, &connections, &sim, args))?;
+            results.extend(runs);
+            drop(servers);
         }
-        Ok::<_, BenchError>(results)
-    })?;
-    drop(server);
+    }
     // Raw costs before and after the load, averaged: the box's state drifts during a run.
     let (p384_after, p256_after) = raw_verifies()?;
     let p384 = (p384_before + p384_after) / 2.0;
     let p256 = (p256_before + p256_after) / 2.0;
     Ok(report::report(args, p384, p256, &results))
+}
+
+/// The runs of one target: the secret stored, then each evidence kind and connection mode, closed loop and
+/// paced.
+async fn runs(
+    target: &Target<'_>,
+    dir: &Path,
+    tees: &[TeeKind],
+    connections: &[Connection],
+    sim: &Arc<Simulator>,
+    args: &BenchArgs,
+) -> Result<Vec<RunResult>, BenchError> {
+    let ca = dir.join("pki/ca.pem");
+    let admin_tls = tls_config(
+        &ca,
+        Some((&dir.join("pki/admin.pem"), &dir.join("pki/admin.key"))),
+    )?;
+    let first = target
+        .urls
+        .first()
+        .ok_or_else(|| setup("no server started"))?;
+    let mut admin = Client::new(first, admin_tls)?;
+    let m = hex::encode(MEASUREMENT);
+    admin
+        .put_secret(
+            "bench",
+            b"bench secret value",
+            &format!("[snp]\nmeasurements = [\"{m}\"]\n[tdx]\nmrtd = [\"{m}\"]\n"),
+        )
+        .await?;
+    let resuming = tls_config(&ca, None)?;
+    let mut fresh = (*resuming).clone();
+    fresh.resumption = rustls::client::Resumption::disabled();
+    let tls = Tls {
+        resuming,
+        fresh: Arc::new(fresh),
+    };
+    let mut results = Vec::new();
+    for &tee in tees {
+        for &connection in connections {
+            let mut closed_rate = None;
+            if args.load != LoadArg::Paced {
+                let spec = RunSpec {
+                    tee,
+                    connection,
+                    rate: None,
+                };
+                let r = run_one(target, &tls, sim.clone(), spec, args).await?;
+                closed_rate = Some(r.rate());
+                results.push(r);
+            }
+            if args.load != LoadArg::Closed {
+                let rate = if args.rate > 0.0 {
+                    args.rate
+                } else {
+                    closed_rate.unwrap_or_default() * args.paced_fraction
+                };
+                if rate > 0.0 {
+                    let spec = RunSpec {
+                        tee,
+                        connection,
+                        rate: Some(rate),
+                    };
+                    results.push(run_one(target, &tls, sim.clone(), spec, args).await?);
+                }
+            }
+        }
+    }
+    Ok(results)
 }
 
 /// CPU seconds of one raw ring verification of the signature `tee`'s evidence carries, measured for about

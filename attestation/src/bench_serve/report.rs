@@ -19,9 +19,10 @@ pub(super) fn report(args: &BenchArgs, p384: f64, p256: f64, results: &[RunResul
         "cvm-attest bench serve: {} clients, {} s per run, {} cores shared by the server and the clients\n\
          raw ring verify (CPU time, mean of before and after the runs): P-384 {:.1} us ({:.0}/s), \
          P-256 {:.1} us ({:.0}/s)\n\
-         latency in ms; CPU in us per attestation; x raw: server CPU / one raw verify of the kind, \
-         sampled through the run (and idle); audit: fsyncs per attestation and their mean ms\n\
-         {:<4} {:<10} {:<16} {:>7} {:>6} {:>15} {:>15} {:>10} {:>12} {:>10} {:>11}\n",
+         latency in ms; CPU in us per attestation (server: all replicas); x raw: server CPU / one raw verify \
+         of the kind, sampled through the run (and idle); audit: commits (fsyncs) per attestation and their \
+         mean ms; db CPU: the PostgreSQL server's own CPU (its processes, on the same cores)\n\
+         {:<11} {:<4} {:<10} {:<16} {:>7} {:>6} {:>15} {:>15} {:>10} {:>12} {:>10} {:>11} {:>7}\n",
         args.clients,
         args.seconds,
         cores,
@@ -29,6 +30,7 @@ pub(super) fn report(args: &BenchArgs, p384: f64, p256: f64, results: &[RunResul
         1.0 / p384,
         p256 * 1e6,
         1.0 / p256,
+        "store",
         "tee",
         "connection",
         "load",
@@ -40,6 +42,7 @@ pub(super) fn report(args: &BenchArgs, p384: f64, p256: f64, results: &[RunResul
         "x raw",
         "client CPU",
         "audit",
+        "db CPU",
     );
     for r in results {
         let (name, raw) = match r.tee {
@@ -59,7 +62,8 @@ pub(super) fn report(args: &BenchArgs, p384: f64, p256: f64, results: &[RunResul
             None => "closed loop".into(),
         };
         out.push_str(&format!(
-            "{name:<4} {:<10} {load:<16} {:>7.0} {:>6} {:>15} {:>15} {:>10.0} {:>12} {:>10.0} {:>11}\n",
+            "{:<11} {name:<4} {:<10} {load:<16} {:>7.0} {:>6} {:>15} {:>15} {:>10.0} {:>12} {:>10.0} {:>11} {:>7}\n",
+            r.store,
             r.connection.name(),
             r.rate(),
             r.errors,
@@ -81,15 +85,18 @@ pub(super) fn report(args: &BenchArgs, p384: f64, p256: f64, results: &[RunResul
                 per(r.audit_batches),
                 r.audit_sync / r.audit_batches * 1e3
             ),
+            r.db_cpu
+                .map_or_else(|| "-".to_owned(), |c| format!("{:.0}", per(c) * 1e6)),
         ));
     }
     for r in results.iter().filter(|r| r.rate.is_none() && r.ok > 0) {
         // Little's law for a closed loop without think time: mean flow latency = clients / throughput.
         let cpu = (r.server_cpu + r.client_cpu) / r.ok as f64;
         out.push_str(&format!(
-            "{} {} closed loop: mean flow latency = {} clients / {:.0}/s = {:.1} ms (Little's law); \
+            "{} {} {} closed loop: mean flow latency = {} clients / {:.0}/s = {:.1} ms (Little's law); \
              a mean of 25 ms would need {:.0}/s, and {cores} cores at {:.0} us of server + client CPU \
              per flow allow at most {:.0}/s\n",
+            r.store,
             match r.tee {
                 TeeKind::Snp => "SNP",
                 TeeKind::Tdx => "TDX",
@@ -103,18 +110,25 @@ pub(super) fn report(args: &BenchArgs, p384: f64, p256: f64, results: &[RunResul
             cores as f64 / cpu,
         ));
     }
-    for connection in [Connection::KeepAlive, Connection::PerFlow] {
-        let closed = |tee| {
-            results
-                .iter()
-                .find(|r| r.tee == tee && r.connection == connection && r.rate.is_none())
-        };
-        if let (Some(snp), Some(tdx)) = (closed(TeeKind::Snp), closed(TeeKind::Tdx)) {
-            out.push_str(&format!(
-                "TDX/SNP attestations/s (closed loop, {}): {:.2}\n",
-                connection.name(),
-                tdx.rate() / snp.rate()
-            ));
+    let mut stores: Vec<&str> = results.iter().map(|r| r.store.as_str()).collect();
+    stores.dedup();
+    for store in stores {
+        for connection in [Connection::KeepAlive, Connection::PerFlow] {
+            let closed = |tee| {
+                results.iter().find(|r| {
+                    r.store == store
+                        && r.tee == tee
+                        && r.connection == connection
+                        && r.rate.is_none()
+                })
+            };
+            if let (Some(snp), Some(tdx)) = (closed(TeeKind::Snp), closed(TeeKind::Tdx)) {
+                out.push_str(&format!(
+                    "{store}: TDX/SNP attestations/s (closed loop, {}): {:.2}\n",
+                    connection.name(),
+                    tdx.rate() / snp.rate()
+                ));
+            }
         }
     }
     out

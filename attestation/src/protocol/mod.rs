@@ -32,6 +32,8 @@ pub const PATH_TOKEN_KEY: &str = "/v1/token-key";
 pub const PATH_ADMIN_SECRETS: &str = "/v1/admin/secrets";
 /// `GET /v1/admin/audit`.
 pub const PATH_ADMIN_AUDIT: &str = "/v1/admin/audit";
+/// Admin: check the audit log's hash chain.
+pub const PATH_ADMIN_AUDIT_VERIFY: &str = "/v1/admin/audit/verify";
 /// `GET /healthz`.
 pub const PATH_HEALTHZ: &str = "/healthz";
 /// `GET /metrics` (Prometheus text).
@@ -192,6 +194,8 @@ pub mod codes {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
     /// KBS: a resource request without a session cookie or Bearer token of an attested session (HTTP 401).
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The store (the PostgreSQL database) cannot be reached now: nothing was released; retry (HTTP 503).
+    pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
 }
 
 impl ErrorBody {
@@ -246,6 +250,27 @@ pub struct SecretList {
 pub struct AuditResponse {
     /// One JSON object per line.
     pub records: Vec<String>,
+}
+
+/// Answer to `GET /v1/admin/audit/verify`: what a check of the audit log's hash chain found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditVerifyResponse {
+    /// Whether the chain is whole: no record deleted, edited, reordered or inserted.
+    pub ok: bool,
+    /// Chained records checked.
+    pub records: u64,
+    /// Lines before the chain (written by a cvm-attest without it).
+    pub unchained: u64,
+    /// The newest record's number (compare with a value noted earlier: cutting the newest records off
+    /// leaves a shorter chain that is whole).
+    pub head_seq: u64,
+    /// The newest record's tag, lowercase hex.
+    pub head_tag: String,
+    /// How many problems were found.
+    pub problem_count: u64,
+    /// The first problems, in words.
+    pub problems: Vec<String>,
 }
 
 /// Whether `name` is a valid resource (secret) name: 1 to [`MAX_RESOURCE_LEN`] bytes of `A-Z a-z 0-9 . _ -`,

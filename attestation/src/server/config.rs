@@ -28,19 +28,84 @@ pub struct TlsConfig {
     pub admin_client_ca: PathBuf,
 }
 
+/// Where the state is kept (`[store] backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The state directory `dir`, for one process (default).
+    #[default]
+    File,
+    /// A PostgreSQL database (`[store.postgres]`), shared by any number of replicas.
+    Postgres,
+}
+
 /// The `[store]` table.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The state directory (secrets, their manifest, audit log, token key).
-    pub dir: PathBuf,
-    /// The key-encryption key file (`cvm-keys keygen`); refused when group or others may read it.
+    /// `"file"` (default) or `"postgres"`.
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// The state directory (secrets, their manifest, audit log, token key): required with `backend = "file"`.
+    pub dir: Option<PathBuf>,
+    /// The key-encryption key file (`cvm-keys keygen`); refused when group or others may read it. Every
+    /// replica of a PostgreSQL store needs the same one.
     pub kek_file: PathBuf,
     /// Bind the secret files found in a state directory that has no manifest yet (one written before
     /// rollback protection) into a new manifest at start. Default false: such a directory is refused, because
-    /// a deleted manifest would otherwise let files put back from an older copy be trusted.
+    /// a deleted manifest would otherwise let files put back from an older copy be trusted. File store only.
     #[serde(default)]
     pub allow_adopt_existing: bool,
+    /// The database of `backend = "postgres"`.
+    pub postgres: Option<crate::store::postgres::PostgresConfig>,
+}
+
+impl StoreConfig {
+    /// Resolve relative paths against `base` and check that the keys fit the backend.
+    fn resolve_and_check(&mut self, base: &Path) -> Result<(), String> {
+        for p in [Some(&mut self.kek_file), self.dir.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        match (self.backend, &mut self.postgres) {
+            (BackendKind::File, None) => {
+                if self.dir.is_none() {
+                    return Err("[store] needs dir (the state directory) with backend = \"file\"".into());
+                }
+                Ok(())
+            }
+            (BackendKind::File, Some(_)) => Err(
+                "[store.postgres] is set but [store] backend is \"file\": set backend = \"postgres\" to use \
+                 the database, or remove [store.postgres]"
+                    .into(),
+            ),
+            (BackendKind::Postgres, None) => Err(
+                "[store] backend = \"postgres\" needs a [store.postgres] table with at least url".into(),
+            ),
+            (BackendKind::Postgres, Some(pg)) => {
+                if self.allow_adopt_existing {
+                    return Err(
+                        "[store] allow_adopt_existing is for the file store only: remove it with backend = \
+                         \"postgres\""
+                            .into(),
+                    );
+                }
+                if self.dir.is_some() {
+                    return Err(
+                        "[store] dir is for the file store only: with backend = \"postgres\" the state is in \
+                         the database; remove dir"
+                            .into(),
+                    );
+                }
+                pg.resolve(base);
+                pg.check()
+            }
+        }
+    }
 }
 
 /// The `[collateral]` table.
@@ -304,8 +369,7 @@ impl Config {
         fix(&mut c.tls.cert);
         fix(&mut c.tls.key);
         fix(&mut c.tls.admin_client_ca);
-        fix(&mut c.store.dir);
-        fix(&mut c.store.kek_file);
+        c.store.resolve_and_check(base)?;
         if let Some(d) = c.sim_dir.as_mut() {
             fix(d);
         }
@@ -354,7 +418,8 @@ mod tests {
         assert_eq!(c.mode, Mode::Production);
         assert_eq!(c.tls.cert, Path::new("/etc/cvm/s.pem"));
         assert_eq!(c.tls.key, Path::new("/k"));
-        assert_eq!(c.store.dir, Path::new("/etc/cvm/state"));
+        assert_eq!(c.store.dir.as_deref(), Some(Path::new("/etc/cvm/state")));
+        assert_eq!(c.store.backend, BackendKind::File);
         assert!(
             Config::from_toml(
                 "listen = \"127.0.0.1:0\"\nmode = \"simulated\"\n",
@@ -441,5 +506,60 @@ mod tests {
         );
         let e = Config::from_toml(&zero, Path::new("/etc/cvm")).unwrap_err();
         assert!(e.starts_with("kbs.max_sessions = 0"), "{e}");
+    }
+
+    #[test]
+    fn the_postgres_store_needs_its_table_and_refuses_file_only_keys() {
+        let top = "listen = \"127.0.0.1:0\"\n[tls]\ncert = \"s.pem\"\nkey = \"k\"\nadmin_client_ca = \"ca.pem\"\n";
+        let load = |store: &str| Config::from_toml(&format!("{top}{store}"), Path::new("/etc/cvm"));
+        let c = load(
+            "[store]\nbackend = \"postgres\"\nkek_file = \"kek\"\n[store.postgres]\n\
+             url = \"postgres://cvm@db.example.com:5432/cvm\"\npassword_file = \"db-password\"\nca = \"db-ca.pem\"\n\
+             pool_size = 4\nconnect_timeout_secs = 3\nstatement_timeout_secs = 2\n",
+        )
+        .unwrap();
+        let pg = c.store.postgres.unwrap();
+        assert_eq!(c.store.backend, BackendKind::Postgres);
+        assert_eq!(pg.ca.as_deref(), Some(Path::new("/etc/cvm/db-ca.pem")));
+        assert_eq!(
+            pg.password_file.as_deref(),
+            Some(Path::new("/etc/cvm/db-password"))
+        );
+        assert_eq!(
+            (
+                pg.pool_size,
+                pg.connect_timeout_secs,
+                pg.statement_timeout_secs
+            ),
+            (4, 3, 2)
+        );
+        for (store, needle) in [
+            (
+                "[store]\nbackend = \"postgres\"\nkek_file = \"kek\"\n",
+                "[store.postgres]",
+            ),
+            (
+                "[store]\nkek_file = \"kek\"\ndir = \"s\"\n[store.postgres]\nurl = \"postgres://cvm@127.0.0.1/cvm\"\n",
+                "backend is \"file\"",
+            ),
+            ("[store]\nkek_file = \"kek\"\n", "needs dir"),
+            (
+                "[store]\nbackend = \"postgres\"\nkek_file = \"kek\"\ndir = \"s\"\n[store.postgres]\n\
+                 url = \"postgres://cvm@127.0.0.1/cvm\"\n",
+                "remove dir",
+            ),
+            (
+                "[store]\nbackend = \"postgres\"\nkek_file = \"kek\"\n[store.postgres]\nurl = \"postgres://cvm@127.0.0.1/cvm\"\n\
+                 passwd = \"x\"\n",
+                "unknown field",
+            ),
+            (
+                "[store]\nbackend = \"mysql\"\nkek_file = \"kek\"\n",
+                "unknown variant",
+            ),
+        ] {
+            let e = load(store).unwrap_err();
+            assert!(e.contains(needle), "{store}: {e}");
+        }
     }
 }

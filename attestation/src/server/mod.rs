@@ -91,7 +91,7 @@ impl Server {
             &config.tls.key,
             &config.tls.admin_client_ca,
         )?;
-        let service = Service::new(config)?;
+        let service = Service::new(config).await?;
         warnings.extend(service.store_warnings());
         if config.mode == Mode::Simulated {
             warnings.push(

@@ -65,21 +65,28 @@ const GROUP_OTHER: u32 = 0o077;
 pub fn check(config: &Config) -> Result<Vec<String>, PreflightError> {
     private_file("store.kek_file", &config.store.kek_file)?;
     private_file("tls.key", &config.tls.key)?;
-    let token_key = config.store.dir.join(super::service::TOKEN_KEY_FILE);
-    if token_key.exists() {
-        private_file("store.dir (its token key)", &token_key)?;
+    if let Some(pg) = &config.store.postgres
+        && let Some(password) = &pg.password_file
+    {
+        private_file("store.postgres.password_file", password)?;
     }
     admin_ca(&config.tls.admin_client_ca)?;
     let mut warnings = Vec::new();
-    if let Ok(meta) = std::fs::metadata(&config.store.dir) {
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & GROUP_OTHER != 0 {
-            warnings.push(format!(
-                "WARNING: store.dir = {}: group or others may enter the state directory (mode {mode:04o}); \
-                 its files are encrypted and bound to their manifest, but run `chmod 700 {}`",
-                config.store.dir.display(),
-                config.store.dir.display()
-            ));
+    if let Some(dir) = &config.store.dir {
+        let token_key = dir.join(super::service::TOKEN_KEY_FILE);
+        if token_key.exists() {
+            private_file("store.dir (its token key)", &token_key)?;
+        }
+        if let Ok(meta) = std::fs::metadata(dir) {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & GROUP_OTHER != 0 {
+                warnings.push(format!(
+                    "WARNING: store.dir = {}: group or others may enter the state directory (mode {mode:04o}); \
+                     its files are encrypted and bound to their manifest, but run `chmod 700 {}`",
+                    dir.display(),
+                    dir.display()
+                ));
+            }
         }
     }
     Ok(warnings)

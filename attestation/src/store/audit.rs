@@ -1,9 +1,11 @@
-//! The audit log: one JSON object per line, appended and fsynced for every release and every refusal. It
-//! records who asked for what and the outcome, never secret bytes.
+//! The file store's audit log, `audit.jsonl`: one JSON object per line, hash-chained ([`super::chain`]),
+//! appended and fsynced for every release and every refusal. It records who asked for what and the outcome,
+//! never secret bytes.
 
+use super::chain::{self, ChainKey, Head};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex};
 pub struct AuditRecord {
     /// Unix seconds.
     pub time: i64,
-    /// What happened: `"attest"`, `"secret_put"`, `"secret_delete"`.
+    /// What happened: `"attest"`, `"secret_put"`, `"secret_delete"`, `"admin_refused"`.
     pub event: String,
     /// The resource (secret name) concerned.
     pub resource: String,
@@ -30,10 +32,14 @@ pub struct AuditRecord {
     pub simulated: bool,
     /// The peer address.
     pub peer: Option<String>,
+    /// The nonce's identity (lowercase hex of its 16 random bytes) once its MAC verified: each nonce is
+    /// released against at most once, which a check of the log can confirm.
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// A record waiting for the writer, and who to tell when it is durable.
-type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<io::Result<()>>);
+type Pending = (AuditRecord, tokio::sync::oneshot::Sender<io::Result<()>>);
 
 /// How long the writer lets records gather after the first one of a batch before writing and fsyncing
 /// them all, when records are arriving faster than one per window: a little latency for far fewer fsyncs
@@ -72,22 +78,63 @@ pub struct CommitCounts {
     pub sync_seconds: f64,
 }
 
+/// Bytes read from the end of the log per step when looking for its last line.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// The end of the last complete line of `file` (a crash while appending can leave a partial line after
+/// it: that record was never acknowledged) and that line.
+fn last_line(file: &mut File) -> io::Result<(u64, Option<String>)> {
+    let mut pos = file.metadata()?.len();
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let newlines: Vec<usize> = (0..tail.len())
+            .filter(|&i| tail.get(i) == Some(&b'\n'))
+            .collect();
+        if newlines.len() >= 2 || pos == 0 {
+            let Some(&last) = newlines.last() else {
+                return Ok((0, None));
+            };
+            let from = match newlines.len() {
+                1 => 0,
+                n => newlines.get(n - 2).map_or(0, |i| i + 1),
+            };
+            let line = String::from_utf8_lossy(tail.get(from..last).unwrap_or_default());
+            return Ok((pos + last as u64 + 1, Some(line.into_owned())));
+        }
+        let step = TAIL_CHUNK.min(pos);
+        pos -= step;
+        let mut chunk = vec![0u8; usize::try_from(step).unwrap_or(0)];
+        file.seek(SeekFrom::Start(pos))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+    }
+}
+
 impl AuditLog {
-    /// Open (creating, mode 0600) `state_dir/audit.jsonl` for appending and start its writer thread.
-    pub fn open(state_dir: &Path) -> io::Result<Self> {
+    /// Open (creating, mode 0600) `state_dir/audit.jsonl`, drop a partial last line a crash left, find the
+    /// chain's head, and start the writer thread that links records under `key`.
+    pub fn open(state_dir: &Path, key: ChainKey) -> io::Result<Self> {
         let path = state_dir.join("audit.jsonl");
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .mode(0o600)
             .open(&path)?;
+        let (end, last) = last_line(&mut file)?;
+        if end < file.metadata()?.len() {
+            file.set_len(end)?;
+            file.sync_all()?;
+        }
+        let head = chain::head_of(last.as_deref());
         super::atomic::sync_dir(state_dir)?;
         let (tx, rx) = std::sync::mpsc::channel::<Pending>();
         let stats = Arc::new(Stats::default());
         let writer_stats = stats.clone();
         std::thread::Builder::new()
             .name("cvm-audit".into())
-            .spawn(move || writer(file, rx, &writer_stats))?;
+            .spawn(move || writer(file, rx, &writer_stats, &key, head))?;
         Ok(AuditLog {
             path,
             tx: Mutex::new(tx),
@@ -104,15 +151,13 @@ impl AuditLog {
         }
     }
 
-    /// Append one record; returns once it is on disk (fsynced).
+    /// Append one record, chained to the one before; returns once it is on disk (fsynced).
     pub async fn append(&self, record: &AuditRecord) -> io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
-        line.push(b'\n');
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         self.tx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send((line, done_tx))
+            .send((record.clone(), done_tx))
             .map_err(|_| io::Error::other("the audit writer stopped"))?;
         done_rx
             .await
@@ -132,16 +177,48 @@ impl AuditLog {
         }
         Ok(lines.into())
     }
+
+    /// At most `max` complete lines from byte offset `cursor`, and the offset after them (`None` at the
+    /// end).
+    pub fn page(&self, cursor: u64, max: usize) -> io::Result<(Vec<String>, Option<u64>)> {
+        let mut f = File::open(&self.path)?;
+        f.seek(SeekFrom::Start(cursor))?;
+        let mut reader = io::BufReader::new(f);
+        let (mut lines, mut offset) = (Vec::new(), cursor);
+        let mut buf = Vec::new();
+        while lines.len() < max {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf)?;
+            if n == 0 || buf.last() != Some(&b'\n') {
+                return Ok((lines, None));
+            }
+            offset += n as u64;
+            buf.pop();
+            lines.push(String::from_utf8_lossy(&buf).into_owned());
+        }
+        Ok((lines, Some(offset)))
+    }
+
+    /// Where the log is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
-/// The writer thread: batch, append, fsync, acknowledge. Ends when every sender is gone.
+/// The writer thread: batch, link, append, fsync, acknowledge. Ends when every sender is gone.
 ///
 /// Under load (the last batch's records came less than a commit window apart) it sleeps through the commit
 /// window after the first record of a batch instead of waiting on the channel: records sent meanwhile queue
 /// up without waking it (a sleeping receiver costs a sender no system call), so a batch costs one wake-up,
 /// one write and one fsync however many records it holds. No record is acknowledged before the fsync that
-/// covers it has returned.
-fn writer(mut file: File, rx: std::sync::mpsc::Receiver<Pending>, stats: &Stats) {
+/// covers it has returned; a batch that fails is cut off the file again and the chain's head stays.
+fn writer(
+    mut file: File,
+    rx: std::sync::mpsc::Receiver<Pending>,
+    stats: &Stats,
+    key: &ChainKey,
+    mut head: Head,
+) {
     let mut last_batch: Option<(std::time::Instant, usize)> = None;
     while let Ok(first) = rx.recv() {
         let now = std::time::Instant::now();
@@ -160,12 +237,29 @@ fn writer(mut file: File, rx: std::sync::mpsc::Receiver<Pending>, stats: &Stats)
             }
         }
         last_batch = Some((now, batch.len()));
-        let mut buf = Vec::new();
-        for (line, _) in &batch {
-            buf.extend_from_slice(line);
-        }
         let start = std::time::Instant::now();
-        let result = file.write_all(&buf).and_then(|()| file.sync_data());
+        let mut next = head;
+        let result = (|| {
+            let mut buf = String::new();
+            for (record, _) in &batch {
+                let (body, linked) = chain::link(key, &next, record).map_err(io::Error::other)?;
+                next = linked;
+                buf.push_str(&chain::line(&body, &next.tag));
+                buf.push('\n');
+            }
+            let before = file.metadata()?.len();
+            let written = file
+                .write_all(buf.as_bytes())
+                .and_then(|()| file.sync_data());
+            if written.is_err() {
+                // Nothing of a failed batch stays: the next one links to the last durable record.
+                let _ = file.set_len(before);
+            }
+            written
+        })();
+        if result.is_ok() {
+            head = next;
+        }
         let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats

@@ -21,6 +21,15 @@ pub struct Fixture {
 impl Fixture {
     /// CA, KEK and config; `extra` is appended to the configuration (e.g. `mode`, `[limits]`).
     pub fn new(top: &str, limits: &str) -> Fixture {
+        Fixture::with_store(
+            top,
+            "[store]\ndir = \"state\"\nkek_file = \"kek\"\n",
+            limits,
+        )
+    }
+
+    /// CA, KEK and config with `store` as its `[store]` table(s).
+    pub fn with_store(top: &str, store: &str, limits: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         cvm_keys::ca::init_ca(&dir.path().join("pki"), &["127.0.0.1".to_string()]).unwrap();
         cvm_keys::Key256::generate()
@@ -29,7 +38,7 @@ impl Fixture {
             .unwrap();
         let config = format!(
             "listen = \"127.0.0.1:0\"\n{top}\n[tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\n\
-             admin_client_ca = \"pki/ca.pem\"\n[store]\ndir = \"state\"\nkek_file = \"kek\"\n{limits}\n"
+             admin_client_ca = \"pki/ca.pem\"\n{store}{limits}\n"
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         Fixture { dir }
@@ -110,14 +119,21 @@ impl Running {
     }
 }
 
-/// The real binary, `cvm-attest serve --config`.
+/// The real binary, `cvm-attest serve --config`, its stderr kept.
 pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
     pub fn start(config: &Path) -> Process {
+        Process::try_start(config)
+            .unwrap_or_else(|log| panic!("server exited before listening: {log}"))
+    }
+
+    /// The server, or what it printed before it exited without listening.
+    pub fn try_start(config: &Path) -> Result<Process, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cvm-attest"))
             .args(["serve", "--config"])
             .arg(config)
@@ -127,18 +143,34 @@ impl Process {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let addr = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            if let Some(a) = line.strip_prefix("cvm-attest: listening on https://") {
-                break a.parse().unwrap();
+            match lines.next() {
+                Some(Ok(line)) => {
+                    log.lock().unwrap().push(line.clone());
+                    if let Some(a) = line.strip_prefix("cvm-attest: listening on https://") {
+                        break a.parse().unwrap();
+                    }
+                }
+                _ => {
+                    let _ = child.wait();
+                    return Err(log.lock().unwrap().join("\n"));
+                }
             }
         };
         // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Process { child, addr }
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Ok(Process { child, addr, log })
+    }
+
+    /// What the server printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
     }
 }
 
@@ -147,6 +179,30 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The simulator of the `serve_*` tests, made once per test binary (key generation is slow).
+pub fn sim_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        cvm_attest::sim::init(
+            &dir.path().join("sim"),
+            &cvm_attest::sim::InitOptions {
+                seed: Some(b"serve tests seed".to_vec()),
+                ..cvm_attest::sim::InitOptions::default()
+            },
+        )
+        .unwrap();
+        dir
+    })
+    .path()
+}
+
+/// The simulator in [`sim_dir`].
+pub fn simulator() -> &'static cvm_attest::sim::Simulator {
+    static S: std::sync::OnceLock<cvm_attest::sim::Simulator> = std::sync::OnceLock::new();
+    S.get_or_init(|| cvm_attest::sim::Simulator::load(&sim_dir().join("sim")).unwrap())
 }
 
 /// A TLS connection to the service made by hand (requests the protocol client would never send), from

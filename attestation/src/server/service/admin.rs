@@ -1,5 +1,6 @@
 //! The admin endpoints (mutual TLS with a certificate from the admin CA; the router audits refused
-//! attempts): `PUT/GET/DELETE /v1/admin/secrets/{name}`, `GET /v1/admin/secrets`, `GET /v1/admin/audit`.
+//! attempts): `PUT/GET/DELETE /v1/admin/secrets/{name}`, `GET /v1/admin/secrets`, `GET /v1/admin/audit`,
+//! `GET /v1/admin/audit/verify` (the hash chain checked over the whole log).
 //! A write answers from what it stored, never from a re-read, and the store makes operations on one name
 //! linearizable, so every answer matches one order of the operations.
 
@@ -41,19 +42,41 @@ impl Service {
         req: Request<Incoming>,
         peer: Peer,
     ) -> Result<Reply, Refusal> {
-        if path == p::PATH_ADMIN_AUDIT {
+        if path == p::PATH_ADMIN_AUDIT || path == p::PATH_ADMIN_AUDIT_VERIFY {
             if method != Method::GET {
                 return Err(method_not_allowed());
             }
-            let records = self.audit.tail(10_000).map_err(Refusal::internal)?;
-            return Ok(reply_cbor(StatusCode::OK, &p::AuditResponse { records }));
+            let backend_refusal = |e| Refusal::store(&StoreError::Backend(e));
+            if path == p::PATH_ADMIN_AUDIT {
+                let records = self
+                    .backend
+                    .audit_tail(10_000)
+                    .await
+                    .map_err(backend_refusal)?;
+                return Ok(reply_cbor(StatusCode::OK, &p::AuditResponse { records }));
+            }
+            let check = crate::store::verify_audit(self.backend.as_ref(), self.audit_key.clone())
+                .await
+                .map_err(backend_refusal)?;
+            return Ok(reply_cbor(
+                StatusCode::OK,
+                &p::AuditVerifyResponse {
+                    ok: check.problem_count == 0,
+                    records: check.records,
+                    unchained: check.unchained,
+                    head_seq: check.head.seq,
+                    head_tag: hex::encode(check.head.tag),
+                    problem_count: check.problem_count,
+                    problems: check.problems,
+                },
+            ));
         }
         let rest = path.strip_prefix(p::PATH_ADMIN_SECRETS).unwrap_or_default();
         if rest.is_empty() || rest == "/" {
             if method != Method::GET {
                 return Err(method_not_allowed());
             }
-            let names = self.store.list();
+            let names = self.store.list().await.map_err(store_refusal)?;
             return Ok(reply_cbor(StatusCode::OK, &p::SecretList { names }));
         }
         let Some(name) = rest.strip_prefix('/') else {
@@ -72,6 +95,7 @@ impl Service {
                 let stored = self
                     .store
                     .put(name, &put.value, &put.policy, now())
+                    .await
                     .map_err(store_refusal)?;
                 if stored.policy.allow_any_measurement {
                     eprintln!(
@@ -79,22 +103,22 @@ impl Service {
                          (its policy says allow_any_measurement = true)"
                     );
                 }
-                self.audit
-                    .append(&admin_record("secret_put", name, peer))
+                self.backend
+                    .append_audit(&admin_record("secret_put", name, peer))
                     .await
-                    .map_err(Refusal::internal)?;
+                    .map_err(|e| Refusal::store(&StoreError::Backend(e)))?;
                 Ok(reply_cbor(StatusCode::OK, &info(&stored)))
             }
             Method::GET => {
-                let stored = self.store.get(name).map_err(store_refusal)?;
+                let stored = self.store.get(name).await.map_err(store_refusal)?;
                 Ok(reply_cbor(StatusCode::OK, &info(&stored)))
             }
             Method::DELETE => {
-                self.store.delete(name).map_err(store_refusal)?;
-                self.audit
-                    .append(&admin_record("secret_delete", name, peer))
+                self.store.delete(name).await.map_err(store_refusal)?;
+                self.backend
+                    .append_audit(&admin_record("secret_delete", name, peer))
                     .await
-                    .map_err(Refusal::internal)?;
+                    .map_err(|e| Refusal::store(&StoreError::Backend(e)))?;
                 Ok(build(
                     StatusCode::NO_CONTENT,
                     p::CONTENT_TYPE_CBOR,
@@ -129,6 +153,7 @@ fn admin_record(event: &str, name: &str, peer: Peer) -> AuditRecord {
         measurement: None,
         simulated: false,
         peer: Some(peer.addr.to_string()),
+        nonce: None,
     }
 }
 
@@ -140,6 +165,6 @@ fn store_refusal(e: StoreError) -> Refusal {
         StoreError::BadName(_) | StoreError::BadPolicy(_) => {
             Refusal::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, e.to_string())
         }
-        other => Refusal::internal(other),
+        other => Refusal::store(&other),
     }
 }

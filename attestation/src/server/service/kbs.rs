@@ -20,7 +20,7 @@
 use super::refusal::{Refusal, build, malformed, method_not_allowed, no_such_endpoint};
 use super::{
     Peer, Reply, Service, attestation_record, check_measurement_constrained, is_media,
-    nonce_refusal, now,
+    fresh, now,
 };
 use crate::excerpt::quote;
 use crate::kbs::evidence::{self, KbsTee, Unwrapped};
@@ -384,7 +384,7 @@ impl Service {
             _ => "unknown",
         };
         self.metrics.verdict(tee, outcome);
-        if let Err(e) = self.audit.append(&record).await {
+        if let Err(e) = self.backend.append_audit(&record).await {
             return reply_error(
                 step,
                 &Refusal::internal(format!("audit log write failed: {e}")),
@@ -415,9 +415,18 @@ impl Service {
         let nonce = STANDARD
             .decode(&a.runtime_data.nonce)
             .map_err(|_| Refusal::reason(&invalid_nonce()))?;
-        self.nonces
-            .consume(&nonce, &nonce_context(&id), at)
-            .map_err(nonce_refusal)?;
+        let nonce = self
+            .nonces
+            .check(&nonce, &nonce_context(&id), at)
+            .map_err(|rej| Refusal::reason(&rej))?;
+        record.nonce = Some(hex::encode(nonce.id));
+        // Spent in the store, so a nonce is single use across every replica.
+        let spend = self
+            .backend
+            .spend_nonce(nonce.id, nonce.expires_at, at)
+            .await
+            .map_err(|e| Refusal::store(&e.into()))?;
+        fresh(spend)?;
         let unwrapped =
             evidence::unwrap(session.tee, &a.tee_evidence.primary_evidence).map_err(malformed)?;
         let checked = self.kbs_check(state, &unwrapped, &verification_policy(), at)?;
@@ -577,12 +586,12 @@ impl Service {
                 ),
             ));
         }
-        let secret = self.store.get(name).map_err(|e| match e {
+        let secret = self.store.get(name).await.map_err(|e| match e {
             StoreError::NotFound(_) => Refusal::reason(&Rejection::new(
                 Reason::UnknownResource,
                 format!("there is no resource {}", quote(name)),
             )),
-            other => Refusal::internal(other),
+            other => Refusal::store(&other),
         })?;
         // As in /v1: REPORT_DATA is checked against the binding (done at attest), not the policy.
         let mut policy = secret.policy.clone();

@@ -19,12 +19,18 @@ use crate::nonce::{NonceError, NonceService};
 use crate::policy::Policy;
 use crate::protocol::{self as p, codes};
 use crate::reason::{Reason, Rejection};
-use crate::store::{AuditLog, AuditRecord, FileBackend, OpenOptions, SecretStore, StoreError};
+use crate::store::backend::Spend;
+use crate::store::chain::ChainKey;
+use crate::store::{
+    AuditRecord, Backend, BackendError, FileBackend, OpenOptions, PgBackend, SecretStore,
+    StoreError,
+};
 use crate::token::{TokenClaims, TokenSigner};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, StatusCode, header};
 use refusal::{Refusal, build, malformed, reply_cbor, reply_refusal};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use refusal::{Reply, status_for};
@@ -61,9 +67,9 @@ pub enum SetupError {
     /// The secret store could not be opened.
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// The audit log could not be opened.
-    #[error("audit log: {0}")]
-    Audit(std::io::Error),
+    /// The backend could not be opened (the state directory, or the database).
+    #[error("store: {0}")]
+    Backend(#[from] BackendError),
     /// The token key could not be loaded or created.
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
@@ -79,7 +85,9 @@ pub enum SetupError {
 #[derive(Debug)]
 pub struct Service {
     store: SecretStore,
-    audit: AuditLog,
+    backend: Arc<dyn Backend>,
+    audit_key: ChainKey,
+    backend_notes: Vec<String>,
     nonces: NonceService,
     signer: TokenSigner,
     appraiser: Appraiser,
@@ -107,34 +115,78 @@ fn is_cbor(value: Option<&header::HeaderValue>) -> bool {
 }
 
 impl Service {
-    /// Open the store, the audit log and the token key, and set up the verifiers.
-    pub fn new(config: &Config) -> Result<Self, SetupError> {
-        crate::store::atomic::create_private_dir(&config.store.dir).map_err(|source| {
-            SetupError::StateDir {
-                path: config.store.dir.clone(),
-                source,
-            }
-        })?;
+    /// Open the store (the state directory, or the database: its schema applied), the shared keys (nonce
+    /// MAC key, token key), and set up the verifiers.
+    pub async fn new(config: &Config) -> Result<Self, SetupError> {
         let kek = cvm_keys::Key256::read_file(&config.store.kek_file)?;
-        let backend = FileBackend::open(&config.store.dir).map_err(StoreError::from)?;
+        let audit_key = ChainKey::from_kek(&kek);
+        let mut backend_notes = Vec::new();
+        let backend: Arc<dyn Backend> = match (&config.store.dir, &config.store.postgres) {
+            (_, Some(pg)) => {
+                let (backend, applied) = PgBackend::connect(pg, audit_key.clone()).await?;
+                backend_notes.push(format!(
+                    "store: {} (schema version {}{})",
+                    pg.location(),
+                    crate::store::postgres::schema::VERSION,
+                    if applied.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; applied now: {applied:?}")
+                    }
+                ));
+                Arc::new(backend)
+            }
+            (Some(dir), None) => {
+                crate::store::atomic::create_private_dir(dir).map_err(|source| {
+                    SetupError::StateDir {
+                        path: dir.clone(),
+                        source,
+                    }
+                })?;
+                Arc::new(FileBackend::open(dir, audit_key.clone())?)
+            }
+            (None, None) => {
+                return Err(SetupError::Store(StoreError::Internal(
+                    "[store] names neither dir nor [store.postgres]".into(),
+                )));
+            }
+        };
         let store = SecretStore::open_with(
-            Box::new(backend),
+            backend.clone(),
             &kek,
             OpenOptions {
                 adopt_existing: config.store.allow_adopt_existing,
             },
-        )?;
-        let audit = AuditLog::open(&config.store.dir).map_err(SetupError::Audit)?;
-        let signer = TokenSigner::load_or_create(&config.store.dir.join(TOKEN_KEY_FILE))?;
-        let nonces = NonceService::new(
-            config.limits.nonce_ttl_secs,
-            crate::nonce::DEFAULT_REPLAY_CAPACITY,
-        )?;
+        )
+        .await?;
+        // Keys every replica of a shared store must hold alike; the file store makes its own.
+        let nonce_key = crate::nonce::generate_key()?;
+        let nonce_key = store
+            .shared_key("nonce MAC key", &nonce_key)
+            .await?
+            .unwrap_or(nonce_key);
+        let nonces = NonceService::with_key(&nonce_key, config.limits.nonce_ttl_secs)?;
+        let signer = match store
+            .shared_key("token signing key", &TokenSigner::generate_pkcs8()?)
+            .await?
+        {
+            Some(pkcs8) => TokenSigner::from_pkcs8(&pkcs8)?,
+            None => match &config.store.dir {
+                Some(dir) => TokenSigner::load_or_create(&dir.join(TOKEN_KEY_FILE))?,
+                None => {
+                    return Err(SetupError::Store(StoreError::Internal(
+                        "the store keeps no token key".into(),
+                    )));
+                }
+            },
+        };
         let appraiser = Appraiser::new(config)?;
         let kbs = kbs::KbsState::new(config)?;
         Ok(Service {
             store,
-            audit,
+            backend,
+            audit_key,
+            backend_notes,
             nonces,
             signer,
             appraiser,
@@ -156,12 +208,13 @@ impl Service {
 
     /// What opening the store found worth telling the operator, and the store's generation.
     pub fn store_warnings(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .store
-            .warnings()
-            .iter()
-            .map(|w| format!("WARNING: {w}"))
-            .collect();
+        let mut out: Vec<String> = self.backend_notes.clone();
+        out.extend(
+            self.store
+                .warnings()
+                .iter()
+                .map(|w| format!("WARNING: {w}")),
+        );
         out.push(format!(
             "secret store generation {} (it only grows: a lower value later means the store was rolled back)",
             self.store.generation()
@@ -185,10 +238,7 @@ impl Service {
             (Method::POST, p::PATH_CHALLENGE) => ("challenge", self.challenge(req).await),
             (Method::POST, p::PATH_ATTEST) => ("attest", self.attest(req, peer).await),
             (Method::GET, p::PATH_TOKEN_KEY) => ("token_key", self.token_key()),
-            (Method::GET, p::PATH_HEALTHZ) => (
-                "healthz",
-                build(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            ),
+            (Method::GET, p::PATH_HEALTHZ) => ("healthz", self.healthz().await),
             (Method::GET, p::PATH_METRICS) => ("metrics", self.metrics_text()),
             (
                 _,
@@ -202,7 +252,9 @@ impl Service {
                 self.kbs_route(method, path, req, peer).await
             }
             (method, path)
-                if path == p::PATH_ADMIN_AUDIT || path.starts_with(p::PATH_ADMIN_SECRETS) =>
+                if path == p::PATH_ADMIN_AUDIT
+                    || path == p::PATH_ADMIN_AUDIT_VERIFY
+                    || path.starts_with(p::PATH_ADMIN_SECRETS) =>
             {
                 if !peer.admin {
                     self.audit_refused_admin(
@@ -226,9 +278,22 @@ impl Service {
         }
     }
 
+    /// 200 `ok` when the store can be reached, 503 otherwise (not ready: a load balancer sends no
+    /// attestation here until it is back).
+    async fn healthz(&self) -> Reply {
+        match self.backend.check().await {
+            Ok(()) => build(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            Err(_) => build(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                b"store unavailable\n".to_vec(),
+            ),
+        }
+    }
+
     fn metrics_text(&self) -> Reply {
         let mut text = self.metrics.render();
-        text.push_str(&super::metrics::render_audit(self.audit.commit_counts()));
+        text.push_str(&super::metrics::render_audit(self.backend.audit_counts()));
         text.push_str(&super::metrics::render_limits(&self.limits));
         text.push_str(&super::metrics::render_store(self.store.generation()));
         build(
@@ -255,8 +320,9 @@ impl Service {
             measurement: None,
             simulated: false,
             peer: Some(addr.to_string()),
+            nonce: None,
         };
-        if let Err(e) = self.audit.append(&record).await {
+        if let Err(e) = self.backend.append_audit(&record).await {
             eprintln!("cvm-attest: audit log write failed: {e}");
         }
     }
@@ -361,7 +427,11 @@ impl Service {
             }
             Err(r) => {
                 record.reason = Some(r.code().to_owned());
-                let code = Reason::from_code(r.code()).map_or("other", Reason::code);
+                let code = match Reason::from_code(r.code()) {
+                    Some(reason) => reason.code(),
+                    None if r.code() == codes::STORE_UNAVAILABLE => codes::STORE_UNAVAILABLE,
+                    None => "other",
+                };
                 (reply_refusal(r), code)
             }
         };
@@ -371,9 +441,10 @@ impl Service {
             _ => "unknown",
         };
         self.metrics.verdict(tee, outcome);
-        if let Err(e) = self.audit.append(&record).await {
+        if let Err(e) = self.backend.append_audit(&record).await {
             // No secret leaves without its audit record.
-            return reply_refusal(Refusal::internal(format!("audit log write failed: {e}")));
+            let e = StoreError::Backend(e);
+            return reply_refusal(Refusal::store(&e));
         }
         reply
     }
@@ -398,10 +469,23 @@ impl Service {
             )));
         }
         let at = now();
-        self.nonces
-            .consume(&r.nonce, &r.resource, at)
-            .map_err(nonce_refusal)?;
-        let secret = self.store.get(&r.resource);
+        let nonce = self
+            .nonces
+            .check(&r.nonce, &r.resource, at)
+            .map_err(|rej| Refusal::reason(&rej))?;
+        record.nonce = Some(hex::encode(nonce.id));
+        // Both from the store in one call: spending the nonce (across every replica) and reading the secret.
+        let (spent, secret) = self
+            .store
+            .spend_and_get(nonce.id, nonce.expires_at, at, &r.resource)
+            .await
+            .map_err(|e| Refusal::store(&e))?;
+        fresh(spent)?;
+        if let Err(e) = &secret
+            && e.is_unavailable()
+        {
+            return Err(Refusal::store(e));
+        }
         // The policy's report_data is for offline use: here REPORT_DATA is checked against the binding below.
         let mut policy = match &secret {
             Ok(s) => s.policy.clone(),
@@ -423,7 +507,7 @@ impl Service {
                 Reason::UnknownResource,
                 format!("there is no secret named {}", quote(&r.resource)),
             )),
-            other => Refusal::internal(other),
+            other => Refusal::store(&other),
         })?;
         check_measurement_constrained(&secret.policy, tee)?;
         let (enc, ciphertext) = cvm_keys::hpke::seal_base(
@@ -490,19 +574,21 @@ fn attestation_record(event: &str, peer: Peer) -> AuditRecord {
         measurement: None,
         simulated: false,
         peer: Some(peer.addr.to_string()),
+        nonce: None,
     }
 }
 
-/// The refusal for a nonce that cannot be consumed.
-fn nonce_refusal(e: NonceError) -> Refusal {
-    match e {
-        NonceError::Rejected(rej) => Refusal::reason(&rej),
-        NonceError::Full => Refusal::new(
+/// Whether the store spent the nonce now, else the refusal: replayed (spent before, on any replica), or too
+/// many outstanding nonces.
+fn fresh(spend: Spend) -> Result<(), Refusal> {
+    match spend {
+        Spend::Fresh => Ok(()),
+        Spend::Replayed => Err(Refusal::reason(&crate::nonce::replayed())),
+        Spend::Full => Err(Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
             codes::OVERLOADED,
-            e.to_string(),
-        ),
-        NonceError::Random => Refusal::internal(e),
+            "too many outstanding nonces; retry later",
+        )),
     }
 }
 

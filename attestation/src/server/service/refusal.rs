@@ -42,6 +42,26 @@ impl Refusal {
         )
     }
 
+    /// The store could not be reached: 503 `STORE_UNAVAILABLE` (the client may retry); the details go to
+    /// the service log only.
+    pub(super) fn unavailable(detail: impl std::fmt::Display) -> Self {
+        eprintln!("cvm-attest: store unavailable: {detail}");
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::STORE_UNAVAILABLE,
+            "the service's store cannot be reached now; nothing was released; retry later",
+        )
+    }
+
+    /// A store failure: unavailable when the storage could not be reached, internal otherwise.
+    pub(super) fn store(e: &crate::store::StoreError) -> Self {
+        if e.is_unavailable() {
+            Refusal::unavailable(e)
+        } else {
+            Refusal::internal(e)
+        }
+    }
+
     /// The refusal's code.
     pub(super) fn code(&self) -> &str {
         &self.body.code
