@@ -19,8 +19,7 @@
 
 use super::refusal::{Refusal, build, malformed, method_not_allowed, no_such_endpoint};
 use super::{
-    Peer, Reply, Service, attestation_record, check_measurement_constrained, is_media,
-    fresh, now,
+    Peer, Reply, Service, attestation_record, check_measurement_constrained, fresh, is_media, now,
 };
 use crate::excerpt::quote;
 use crate::kbs::evidence::{self, KbsTee, Unwrapped};
