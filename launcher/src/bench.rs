@@ -1,8 +1,9 @@
 //! `cvm-launch bench`: what attestation and unlocking cost a Linux guest's boot, measured against the same
 //! kernel booting to the same workload without them, in the same run (rounds interleaved, so both see
-//! the same machine). Prints, per variant, the time from `cvm-launch run` to the secret released, to the
-//! disk unlocked and to the workload's first output, the ratio of the two boot-to-workload times, and the
-//! two images' build times and sizes. Timings are printed, never asserted.
+//! the same machine). Prints the medians of the time from `cvm-launch run` to each milestone the consoles
+//! show (`/init` runs, the agent starts, the secret is released, the disk is unlocked, the workload's first
+//! output), the phases between them, the ratio of the two boot-to-workload times, and the two images' build
+//! times and sizes. Timings are printed, never asserted.
 //!
 //! The attested guest: the agent attests through the forwarded port, opens a LUKS2 volume with dm-crypt,
 //! mounts it and runs `sha256sum` of a 4 MiB file on it. The baseline: an image without agent or
@@ -36,11 +37,18 @@ pub enum BenchError {
     Run(String),
 }
 
-/// One boot's times from `cvm-launch run`.
+/// One boot's times from `cvm-launch run` to each milestone its console shows.
 #[derive(Clone, Copy, Debug, Default)]
 struct Times {
+    /// `/init` runs (it prints the kernel's version first): the kernel booted, the initramfs unpacked.
+    init: Option<Duration>,
+    /// The init starts the agent (modules loaded, network up).
+    agent: Option<Duration>,
+    /// The agent says the secret was released.
     released: Option<Duration>,
+    /// The agent says the volume is open (and mounted).
     unlocked: Option<Duration>,
+    /// The workload's first output.
     workload: Duration,
 }
 
@@ -56,7 +64,10 @@ fn times(run: &GuestRun) -> Result<Times, BenchError> {
             run.launcher.output, run.console
         ))
     })?;
+    let version_line = format!("{}Linux version", crate::image::init::PREFIX);
     Ok(Times {
+        init: run.time_of(|l| l.starts_with(&version_line)),
+        agent: run.time_of(|l| l.starts_with(crate::image::init::AGENT_STARTS)),
         released: run.time_of(|l| l.starts_with("cvm-agent: attested; secret")),
         unlocked: run.time_of(|l| l.contains("opened as /dev/mapper/")),
         workload,
@@ -153,29 +164,77 @@ pub fn run(rounds: u32, timeline: bool, out: &mut dyn Write) -> Result<(), Bench
             print_timeline(out, "baseline", &b);
         }
     }
-    let col = |v: &[Times], f: fn(&Times) -> Option<Duration>| -> Option<Duration> {
-        v.iter().map(f).collect::<Option<Vec<_>>>().map(median)
-    };
-    let rows: [(&str, Option<Duration>); 4] = [
-        ("run → secret released", col(&attested, |t| t.released)),
-        ("run → disk unlocked", col(&attested, |t| t.unlocked)),
+    print_medians(out, &attested, &baseline);
+    service.stop();
+    Ok(())
+}
+
+/// The median of one milestone over the rounds, if every round reached it.
+fn col(v: &[Times], f: fn(&Times) -> Option<Duration>) -> Option<Duration> {
+    v.iter().map(f).collect::<Option<Vec<_>>>().map(median)
+}
+
+/// Prints the medians of each milestone, the attested boot's phases (each the difference of two medians)
+/// and the ratio of the two boot-to-workload times.
+fn print_medians(out: &mut dyn Write, attested: &[Times], baseline: &[Times]) {
+    let rows: [(&str, Option<Duration>, Option<Duration>); 5] = [
+        (
+            "run → /init runs",
+            col(attested, |t| t.init),
+            col(baseline, |t| t.init),
+        ),
+        ("run → agent starts", col(attested, |t| t.agent), None),
+        ("run → secret released", col(attested, |t| t.released), None),
+        ("run → disk unlocked", col(attested, |t| t.unlocked), None),
         (
             "run → workload's first output",
-            col(&attested, |t| Some(t.workload)),
-        ),
-        (
-            "baseline: run → workload's first output",
-            col(&baseline, |t| Some(t.workload)),
+            col(attested, |t| Some(t.workload)),
+            col(baseline, |t| Some(t.workload)),
         ),
     ];
-    let _ = writeln!(out, "{:<44}{:>10}", "median of the rounds", "");
-    for (name, value) in rows {
-        let _ = writeln!(
-            out,
-            "  {name:<42}{:>10}",
-            value.map(secs).unwrap_or_else(|| "-".into())
-        );
+    let show = |d: Option<Duration>| d.map(secs).unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "{:<44}{:>12}{:>12}",
+        "median of the rounds", "attested", "baseline"
+    );
+    for (name, a, b) in rows {
+        let _ = writeln!(out, "  {name:<42}{:>12}{:>12}", show(a), show(b));
     }
+    let _ = writeln!(
+        out,
+        "where the attested boot's time goes (differences of medians):"
+    );
+    let phases = rows.windows(2).map(|w| {
+        let name = format!(
+            "{} → {}",
+            w[0].0.trim_start_matches("run → "),
+            w[1].0.trim_start_matches("run → ")
+        );
+        (name, w[1].1.zip(w[0].1).map(|(b, a)| b.saturating_sub(a)))
+    });
+    let before = rows[0]
+        .1
+        .zip(rows[0].2)
+        .map(|(a, b)| a.as_secs_f64() - b.as_secs_f64());
+    let _ = writeln!(
+        out,
+        "  {:<42}{:>12}",
+        "run → /init runs, more than the baseline",
+        before
+            .map(|d| format!("{d:.3} s"))
+            .unwrap_or_else(|| "-".into())
+    );
+    for (name, d) in phases {
+        let _ = writeln!(out, "  {name:<42}{:>12}", show(d));
+    }
+    let baseline_init = rows[4].2.zip(rows[0].2).map(|(w, i)| w.saturating_sub(i));
+    let _ = writeln!(
+        out,
+        "  {:<42}{:>12}",
+        "baseline: /init runs → workload",
+        show(baseline_init)
+    );
     let a = median(attested.iter().map(|t| t.workload).collect());
     let b = median(baseline.iter().map(|t| t.workload).collect());
     let _ = writeln!(
@@ -184,8 +243,6 @@ pub fn run(rounds: u32, timeline: bool, out: &mut dyn Write) -> Result<(), Bench
         a.as_secs_f64() / b.as_secs_f64().max(1e-9),
         (a.as_secs_f64() / b.as_secs_f64().max(1e-9) - 1.0) * 100.0
     );
-    service.stop();
-    Ok(())
 }
 
 /// The data, the disks, both images and the policy; returns the images' build times.

@@ -164,8 +164,9 @@ enum Command {
     },
     /// Time a Linux guest under QEMU from `run` to the secret released, to its LUKS2 disk unlocked
     /// and to the workload's first output, against the same kernel booting to the same workload
-    /// without attestation, in the same run; prints medians, the ratio and the images' build times
-    /// and sizes (use a release build: `cargo run --release --bin cvm-launch -- bench`).
+    /// without attestation, in the same run; prints the medians, the phases between them, the ratio
+    /// and the images' build times and sizes (use a release build: `cargo run --release --bin
+    /// cvm-launch -- bench`).
     Bench {
         /// Boots of each variant (interleaved).
         #[arg(long, default_value_t = 5)]
