@@ -293,7 +293,6 @@ fn prepare(
     )?;
     let baseline = t.elapsed();
     let policy = stack.measure_linux(kit, "attested.img", EvidenceFormat::Snp)?;
-    std::fs::write(stack.path("policy.toml"), policy).map_err(io("write policy.toml"))?;
-    stack.register(service, "disk", "disk.key", "policy.toml")?;
+    stack.register_with_policy(service, "disk", "disk.key", &policy)?;
     Ok((attested, baseline))
 }

@@ -78,13 +78,17 @@ fn assert_powered_off(run: &GuestRun) {
     );
 }
 
-/// A LUKS2 disk holding `data/` under the key `disk.key`, a guest image that opens it, its SNP-format
-/// reference value registered as the key's policy.
-fn luks_guest(stack: &Stack, kit: &Kit, service: &Service) {
+/// A LUKS2 disk holding `data/` under the key `disk.key`, a guest image whose agent asks the simulated PSP
+/// for `format` evidence and opens it, that image's reference value registered as the key's policy.
+fn luks_guest(stack: &Stack, kit: &Kit, service: &Service, format: EvidenceFormat) {
     stack.keygen("disk.key").unwrap();
     stack
         .luks_disk(kit, "data", "disk.key", "disk.img")
         .unwrap();
+    let tee = match format {
+        EvidenceFormat::Snp => "sim",
+        EvidenceFormat::Tdx => "sim-tdx",
+    };
     stack
         .guest_image(
             kit,
@@ -93,7 +97,7 @@ fn luks_guest(stack: &Stack, kit: &Kit, service: &Service) {
                 "--resource",
                 "disk",
                 "--tee",
-                "sim",
+                tee,
                 "--luks",
                 "/dev/vda:data:/mnt/data",
                 "--",
@@ -102,12 +106,12 @@ fn luks_guest(stack: &Stack, kit: &Kit, service: &Service) {
             ],
         )
         .unwrap();
-    let policy = stack
-        .measure_linux(kit, "guest.img", EvidenceFormat::Snp)
-        .unwrap();
-    write(stack, "policy.toml", policy.as_bytes());
+    let policy = stack.measure_linux(kit, "guest.img", format).unwrap();
+    if format == EvidenceFormat::Tdx {
+        assert!(policy.starts_with("[tdx]\nmrtd = [\""), "{policy}");
+    }
     stack
-        .register(service, "disk", "disk.key", "policy.toml")
+        .register_with_policy(service, "disk", "disk.key", &policy)
         .unwrap();
 }
 
@@ -118,7 +122,7 @@ fn the_agent_in_the_guest_opens_a_luks2_volume_and_the_workload_reads_it() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let (stack, service) = started(tmp.path());
-    luks_guest(&stack, &kit, &service);
+    luks_guest(&stack, &kit, &service, EvidenceFormat::Snp);
 
     // The host's disk image holds none of the data in the clear (the same check finds it in a plain
     // filesystem of the same files, so it would notice).
@@ -163,7 +167,7 @@ fn a_tampered_initrd_is_refused_and_the_volume_stays_locked() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let (stack, service) = started(tmp.path());
-    luks_guest(&stack, &kit, &service);
+    luks_guest(&stack, &kit, &service, EvidenceFormat::Snp);
     let image = std::fs::read(stack.path("guest.img")).unwrap();
     write(&stack, "tampered.img", &tamper_image(&image));
 
@@ -241,9 +245,8 @@ fn the_agent_in_the_guest_unseals_a_file_from_a_virtio_disk() {
     let policy = stack
         .measure_linux(&kit, "guest.img", EvidenceFormat::Snp)
         .unwrap();
-    write(&stack, "policy.toml", policy.as_bytes());
     stack
-        .register(&service, "data", "data.key", "policy.toml")
+        .register_with_policy(&service, "data", "data.key", &policy)
         .unwrap();
     let run = boot(&stack, &kit, &service, "guest.img", &["in.img,ro"]);
     assert_powered_off(&run);
@@ -262,35 +265,7 @@ fn tdx_format_evidence_from_inside_the_guest_unlocks_too() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let (stack, service) = started(tmp.path());
-    stack.keygen("disk.key").unwrap();
-    stack
-        .luks_disk(&kit, "data", "disk.key", "disk.img")
-        .unwrap();
-    stack
-        .guest_image(
-            &kit,
-            "guest.img",
-            &[
-                "--resource",
-                "disk",
-                "--tee",
-                "sim-tdx",
-                "--luks",
-                "/dev/vda:data:/mnt/data",
-                "--",
-                "sha256sum",
-                "/mnt/data/payload.bin",
-            ],
-        )
-        .unwrap();
-    let policy = stack
-        .measure_linux(&kit, "guest.img", EvidenceFormat::Tdx)
-        .unwrap();
-    assert!(policy.starts_with("[tdx]\nmrtd = [\""), "{policy}");
-    write(&stack, "policy.toml", policy.as_bytes());
-    stack
-        .register(&service, "disk", "disk.key", "policy.toml")
-        .unwrap();
+    luks_guest(&stack, &kit, &service, EvidenceFormat::Tdx);
     let run = boot(&stack, &kit, &service, "guest.img", &["disk.img"]);
     assert_powered_off(&run);
     assert!(

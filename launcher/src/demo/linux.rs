@@ -105,8 +105,7 @@ pub(super) fn flow(
     steps.run(
         "disk key registered with that policy (cvm-attest admin)",
         || {
-            std::fs::write(stack.path("policy.toml"), &policy).map_err(io("write policy.toml"))?;
-            stack.register(&service, RESOURCE, "disk.key", "policy.toml")?;
+            stack.register_with_policy(&service, RESOURCE, "disk.key", &policy)?;
             Ok(((), format!("secret {RESOURCE:?}")))
         },
     )?;

@@ -288,6 +288,22 @@ impl Stack {
         self.admin(service, &args).map(drop)
     }
 
+    /// Writes `policy` (TOML) to `policy.toml` and registers the secret `name` from the file `value` with
+    /// it (as [`Stack::register`]).
+    pub fn register_with_policy(
+        &self,
+        service: &Service,
+        name: &str,
+        value: &str,
+        policy: &str,
+    ) -> Result<(), StackError> {
+        std::fs::write(self.path("policy.toml"), policy).map_err(|source| StackError::Io {
+            what: "write policy.toml".into(),
+            source,
+        })?;
+        self.register(service, name, value, "policy.toml")
+    }
+
     /// `cvm-attest admin … audit`: the audit log's JSON lines.
     pub fn audit(&self, service: &Service) -> Result<String, StackError> {
         let done = self.admin(service, &["audit"])?;

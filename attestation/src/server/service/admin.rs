@@ -143,18 +143,7 @@ fn info(s: &StoredSecret) -> p::SecretInfo {
 
 /// The audit record of an admin change.
 fn admin_record(event: &str, name: &str, peer: Peer) -> AuditRecord {
-    AuditRecord {
-        time: now(),
-        event: event.into(),
-        resource: name.into(),
-        verdict: "ok".into(),
-        reason: None,
-        tee: None,
-        measurement: None,
-        simulated: false,
-        peer: Some(peer.addr.to_string()),
-        nonce: None,
-    }
+    super::audit_record(event, peer.addr, name, "ok")
 }
 
 fn store_refusal(e: StoreError) -> Refusal {

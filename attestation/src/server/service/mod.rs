@@ -311,16 +311,13 @@ impl Service {
         reason: &str,
     ) {
         let record = AuditRecord {
-            time: now(),
-            event: "admin_refused".into(),
-            resource: resource.unwrap_or_default().into(),
-            verdict: "refuse".into(),
             reason: Some(reason.into()),
-            tee: None,
-            measurement: None,
-            simulated: false,
-            peer: Some(addr.to_string()),
-            nonce: None,
+            ..audit_record(
+                "admin_refused",
+                addr,
+                resource.unwrap_or_default(),
+                "refuse",
+            )
         };
         if let Err(e) = self.backend.append_audit(&record).await {
             eprintln!("cvm-attest: audit log write failed: {e}");
@@ -562,20 +559,26 @@ fn check_resource_name(name: &str) -> Result<(), Refusal> {
     }
 }
 
-/// The audit record of an attestation by `peer`, a refusal until it succeeds.
-fn attestation_record(event: &str, peer: Peer) -> AuditRecord {
+/// An audit record of `event` by the client at `addr` about `resource` with `verdict`, before anything
+/// else is known.
+fn audit_record(event: &str, addr: SocketAddr, resource: &str, verdict: &str) -> AuditRecord {
     AuditRecord {
         time: now(),
         event: event.into(),
-        resource: String::new(),
-        verdict: "refuse".into(),
+        resource: resource.into(),
+        verdict: verdict.into(),
         reason: None,
         tee: None,
         measurement: None,
         simulated: false,
-        peer: Some(peer.addr.to_string()),
+        peer: Some(addr.to_string()),
         nonce: None,
     }
+}
+
+/// The audit record of an attestation by `peer`, a refusal until it succeeds.
+fn attestation_record(event: &str, peer: Peer) -> AuditRecord {
+    audit_record(event, peer.addr, "", "refuse")
 }
 
 /// Whether the store spent the nonce now, else the refusal: replayed (spent before, on any replica), or too
