@@ -5,7 +5,9 @@
 //! - [`pck`]: the PCK certificate's SGX extensions.
 //! - [`collateral`]: TCB info, QE identity, signing chain and CRLs from a directory or a `QuoteCollateralV3`.
 //! - [`tcb`]: TCB level selection as Intel's QVL does it.
-//! - [`TdxVerifier`]: the numbered check list with caches; what the server shares between requests.
+//! - [`TdxVerifier`] (`verifier`): the numbered check list; what the server shares between requests.
+//! - `chain`: the PCK path and collateral signing chains to the trust roots, the CRLs, and their caches.
+//! - `claims`: the claims as the steps fill them in.
 //!
 //! ```no_run
 //! use cvm_attest::tdx::{Collateral, TdxVerifier};
@@ -18,6 +20,8 @@
 //! # Ok(()) }
 //! ```
 
+mod chain;
+mod claims;
 pub mod collateral;
 pub mod pck;
 pub mod quote;
@@ -30,8 +34,24 @@ pub use verifier::{
     Accepted, INTEL_SGX_ROOT_CA, SIMULATOR_ORGANIZATION, TdxVerdict, TdxVerifier, TdxVerifierError,
 };
 
+use crate::reason::{Reason, Rejection};
 use crate::verdict::Verdict;
 use crate::verify::{InputError, VerifyInputs};
+
+fn reject(reason: Reason, message: impl Into<String>) -> Rejection {
+    Rejection::new(reason, message)
+}
+
+/// SHA-256 of the concatenation of `parts`.
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
 
 /// Verify a TDX quote offline with `inputs` (trust roots, collateral path, extra CRLs, policy, time).
 ///

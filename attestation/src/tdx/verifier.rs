@@ -26,23 +26,25 @@
 //!
 //! Each step returns a token that the next steps take as an argument, so none can be skipped. Everything that
 //! depends only on bytes (PCK chain signatures, collateral chain and signatures, parsed CRLs) is cached by
-//! content hash; with warm caches a verification costs the two P-256 verifications of steps 2 and 3.
+//! content hash (`super::chain`); with warm caches a verification costs the two P-256 verifications of steps 2 and 3.
 
-use super::collateral::{Collateral, QeIdentity, TcbInfo};
-use super::pck::{PckExtensions, SGX_EXTENSIONS_OID};
+use super::chain::{
+    CertInfo, Chains, CollateralEntry, PathError, PckEntry, TrustRoot, VerifiedTcb, verify_crl,
+};
+use super::claims::Claims;
+use super::collateral::{Collateral, TcbInfo};
+use super::pck::PckExtensions;
 use super::quote::Quote;
 use super::tcb::{self, TcbError};
+use super::{reject, sha256};
 use crate::pki::{self, PkiError};
 use crate::policy::{Policy, TcbStatus};
 use crate::reason::{Reason, Rejection};
 use crate::verdict::{Tee, Verdict};
-use ring::digest;
 use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
-use serde_json::{Map, Value, json};
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
-use x509_parser::certificate::X509Certificate;
-use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 /// The Intel SGX Root CA (DER), built in.
 pub const INTEL_SGX_ROOT_CA: &[u8] = include_bytes!("intel-sgx-root-ca.der");
@@ -50,137 +52,22 @@ pub const INTEL_SGX_ROOT_CA: &[u8] = include_bytes!("intel-sgx-root-ca.der");
 /// The subject organization of the roots the cvm simulator issues (`simulated: true`).
 pub const SIMULATOR_ORGANIZATION: &str = "cvm simulator";
 
-/// Most certificates accepted in one chain.
-const MAX_CHAIN_CERTS: usize = 8;
-
-/// Entries per cache before it is emptied (bounds memory under many distinct platforms).
-const MAX_CACHE_ENTRIES: usize = 4096;
-
-fn reject(reason: Reason, message: impl Into<String>) -> Rejection {
-    Rejection::new(reason, message)
-}
-
-fn sha256(parts: &[&[u8]]) -> [u8; 32] {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    for p in parts {
-        ctx.update(p);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
-}
-
-/// What later steps need of one certificate, owned.
-#[derive(Clone, Debug)]
-struct CertInfo {
-    der: Vec<u8>,
-    subject: Vec<u8>,
-    serial: Vec<u8>,
-    not_before: i64,
-    not_after: i64,
-    key_id: [u8; 32],
-    name: String,
-}
-
-impl CertInfo {
-    fn new(der: &[u8], cert: &X509Certificate<'_>) -> Self {
-        let serial = cert.raw_serial();
-        let first_nonzero = serial.iter().position(|&b| b != 0).unwrap_or(serial.len());
-        CertInfo {
-            der: der.to_vec(),
-            subject: cert.subject().as_raw().to_vec(),
-            serial: serial.get(first_nonzero..).unwrap_or_default().to_vec(),
-            not_before: cert.validity().not_before.timestamp(),
-            not_after: cert.validity().not_after.timestamp(),
-            key_id: sha256(&[cert.public_key().raw]),
-            name: cert.subject().to_string(),
-        }
-    }
-
-    fn check_validity(&self, at: i64) -> Result<(), PkiError> {
-        if at < self.not_before {
-            return Err(PkiError::NotYetValid {
-                not_before: self.not_before,
-            });
-        }
-        if at > self.not_after {
-            return Err(PkiError::Expired {
-                not_after: self.not_after,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// A trusted root.
-#[derive(Clone, Debug)]
-struct TrustRoot {
-    info: CertInfo,
-    simulated: bool,
-}
-
-/// Why a certificate path does not verify.
-enum PathError {
-    Broken(String),
-    Untrusted(String),
-}
-
-/// The PCK certificate path of a quote, parsed (cached by the hash of its PEM bytes).
-struct PckEntry {
-    /// The leaf's P-256 public key, uncompressed.
-    leaf_key: Vec<u8>,
-    ext: PckExtensions,
-    /// The certificates as given, leaf first.
-    certs: Vec<CertInfo>,
-    /// Signatures and root, independent of time: the index of the trusted root.
-    chain: Result<usize, PathError>,
-}
-
-/// A parsed CRL (cached with its collateral).
-struct CrlEntry {
-    der: Vec<u8>,
-    issuer: Vec<u8>,
-    this_update: i64,
-    next_update: Option<i64>,
-    revoked: HashSet<Vec<u8>>,
-    /// Keys (hash of the SPKI) this CRL's signature verified under.
-    verified_by: RwLock<HashSet<[u8; 32]>>,
-}
-
-/// TCB info and QE identity whose chain and signatures verified (time-independent part).
-struct VerifiedTcb {
-    tcb_info: TcbInfo,
-    qe_identity: QeIdentity,
-    /// Signing certificates and the root they end at, for validity checks at the verification time.
-    signing_certs: Vec<CertInfo>,
-    root: usize,
-}
-
-struct CollateralEntry {
-    crls: Vec<CrlEntry>,
-    tcb: Result<VerifiedTcb, Rejection>,
-}
-
 /// A TDX quote verifier holding trust roots and caches; share one per process (`Send + Sync`).
 pub struct TdxVerifier {
-    roots: Vec<TrustRoot>,
-    pck_cache: RwLock<HashMap<[u8; 32], Arc<PckEntry>>>,
-    collateral_cache: RwLock<HashMap<[u8; 32], Arc<CollateralEntry>>>,
+    chains: Chains,
     allow_simulated: bool,
 }
 
 impl std::fmt::Debug for TdxVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TdxVerifier")
-            .field(
-                "roots",
-                &self.roots.iter().map(|r| &r.info.name).collect::<Vec<_>>(),
-            )
+            .field("roots", &self.chains.root_names())
             .finish_non_exhaustive()
     }
 }
 
 /// An accepted quote: what the policy and TCB steps concluded. Only step 9 constructs it.
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accepted {
     /// The converged TCB status (one the policy accepts).
@@ -259,59 +146,6 @@ struct TcbJudged {
     advisory_ids: Vec<String>,
 }
 
-/// Claims as they fill in.
-struct Claims {
-    map: Map<String, Value>,
-    simulated: bool,
-}
-
-impl Claims {
-    fn new() -> Self {
-        Claims {
-            map: Map::new(),
-            simulated: false,
-        }
-    }
-    fn set(&mut self, key: &str, value: Value) {
-        self.map.insert(key.to_owned(), value);
-    }
-    fn quote(&mut self, q: &Quote<'_>) {
-        let td = &q.td_report;
-        fn h(bytes: &[u8]) -> String {
-            hex::encode(bytes)
-        }
-        self.set("version", json!(q.header.version));
-        if let Some(t) = q.body_type {
-            self.set("body_type", json!(t));
-        }
-        self.set("tee_tcb_svn", json!(h(td.tee_tcb_svn)));
-        self.set("mrseam", json!(h(td.mrseam)));
-        self.set("mrsignerseam", json!(h(td.mrsignerseam)));
-        self.set("seam_attributes", json!(h(td.seam_attributes)));
-        self.set("td_attributes", json!(h(td.td_attributes)));
-        self.set("debug", json!(td.debug()));
-        self.set("xfam", json!(h(td.xfam)));
-        self.set("mrtd", json!(h(td.mrtd)));
-        self.set("mrconfigid", json!(h(td.mrconfigid)));
-        self.set("mrowner", json!(h(td.mrowner)));
-        self.set("mrownerconfig", json!(h(td.mrownerconfig)));
-        for (i, r) in td.rtmr.iter().enumerate() {
-            self.set(&format!("rtmr{i}"), json!(h(&r[..])));
-        }
-        self.set("report_data", json!(h(td.report_data)));
-        if let Some(s) = td.tee_tcb_svn2 {
-            self.set("tee_tcb_svn2", json!(h(s)));
-        }
-        if let Some(m) = td.mrservicetd {
-            self.set("mrservicetd", json!(h(m)));
-        }
-        self.set("fmspc", Value::Null);
-        self.set("tcb_status", Value::Null);
-        self.set("advisory_ids", json!([]));
-        self.set("revocation_checked", json!(false));
-    }
-}
-
 impl Default for TdxVerifier {
     fn default() -> Self {
         Self::new()
@@ -330,9 +164,7 @@ impl TdxVerifier {
             })
             .unwrap_or_default();
         TdxVerifier {
-            roots,
-            pck_cache: RwLock::new(HashMap::new()),
-            collateral_cache: RwLock::new(HashMap::new()),
+            chains: Chains::new(roots),
             allow_simulated: false,
         }
     }
@@ -353,9 +185,7 @@ impl TdxVerifier {
             });
         }
         Ok(TdxVerifier {
-            roots: out,
-            pck_cache: RwLock::new(HashMap::new()),
-            collateral_cache: RwLock::new(HashMap::new()),
+            chains: Chains::new(out),
             allow_simulated: false,
         })
     }
@@ -372,7 +202,8 @@ impl TdxVerifier {
     /// collateral before verifying).
     pub fn fmspc_of(&self, quote: &[u8]) -> Option<[u8; 6]> {
         let q = Quote::parse(quote).ok()?;
-        self.pck_entry(q.signature_data.pck_chain_pem)
+        self.chains
+            .pck_entry(q.signature_data.pck_chain_pem)
             .ok()
             .map(|e| e.ext.fmspc)
     }
@@ -419,7 +250,7 @@ impl TdxVerifier {
         // Step 5: QE report data binds the attestation key.
         let bound = step5_qe_binding(&parsed, &chain)?;
         // Step 6: revocation (CRLs).
-        let entry = collateral.map(|c| self.collateral_entry(c));
+        let entry = collateral.map(|c| self.chains.collateral_entry(c));
         let revocation = self.step6_revocation(
             &parsed,
             &chain,
@@ -444,171 +275,9 @@ impl TdxVerifier {
     ) -> Result<Parsed<'q>, Rejection> {
         let quote = Quote::parse(quote)?;
         claims.quote(&quote);
-        let pck = self.pck_entry(quote.signature_data.pck_chain_pem)?;
+        let pck = self.chains.pck_entry(quote.signature_data.pck_chain_pem)?;
         claims.set("fmspc", json!(hex::encode(pck.ext.fmspc)));
         Ok(Parsed { quote, pck })
-    }
-
-    /// The cached (or freshly parsed and verified) PCK path for these PEM bytes.
-    fn pck_entry(&self, pem: &[u8]) -> Result<Arc<PckEntry>, Rejection> {
-        let key = sha256(&[b"pck", pem]);
-        if let Some(hit) = self
-            .pck_cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-        {
-            return Ok(hit);
-        }
-        let entry = Arc::new(self.parse_pck(pem)?);
-        if let Ok(mut cache) = self.pck_cache.write() {
-            if cache.len() >= MAX_CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(key, Arc::clone(&entry));
-        }
-        Ok(entry)
-    }
-
-    fn parse_pck(&self, pem: &[u8]) -> Result<PckEntry, Rejection> {
-        check_pem_layout(pem)?;
-        let mut ders = Vec::new();
-        for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
-            let block =
-                block.map_err(|e| reject(Reason::Malformed, format!("PCK chain PEM: {e}")))?;
-            if block.label != "CERTIFICATE" {
-                return Err(reject(
-                    Reason::Malformed,
-                    format!("PCK chain holds a PEM {:?}", block.label),
-                ));
-            }
-            if ders.len() == MAX_CHAIN_CERTS {
-                return Err(reject(
-                    Reason::Malformed,
-                    "PCK chain holds too many certificates",
-                ));
-            }
-            ders.push(block.contents);
-        }
-        if ders.is_empty() {
-            return Err(reject(Reason::Malformed, "PCK chain holds no certificate"));
-        }
-        let mut certs = Vec::with_capacity(ders.len());
-        for (i, der) in ders.iter().enumerate() {
-            certs.push(pki::parse_cert(der).map_err(|e| {
-                reject(Reason::Malformed, format!("PCK chain certificate {i}: {e}"))
-            })?);
-        }
-        let leaf = certs
-            .first()
-            .ok_or_else(|| reject(Reason::Malformed, "PCK chain is empty"))?;
-        let spki = leaf.public_key();
-        let is_p256 = spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY
-            && spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .is_some_and(|c| c == OID_EC_P256);
-        if !is_p256 || spki.subject_public_key.data.len() != 65 {
-            return Err(reject(
-                Reason::UnsupportedSigAlgo,
-                "the PCK key is not an ECDSA P-256 key",
-            ));
-        }
-        let ext_der = leaf
-            .extensions()
-            .iter()
-            .find(|e| e.oid.as_bytes() == SGX_EXTENSIONS_OID)
-            .map(|e| e.value)
-            .ok_or_else(|| {
-                reject(
-                    Reason::Malformed,
-                    "the PCK certificate has no SGX extensions",
-                )
-            })?;
-        let ext = PckExtensions::parse(ext_der)?;
-        let chain = self.verify_path(&certs);
-        Ok(PckEntry {
-            leaf_key: spki.subject_public_key.data.to_vec(),
-            ext,
-            certs: ders
-                .iter()
-                .zip(&certs)
-                .map(|(d, c)| CertInfo::new(d, c))
-                .collect(),
-            chain,
-        })
-    }
-
-    /// Signatures along `certs` (leaf first) and its end at a trusted root: the root's index.
-    fn verify_path(&self, certs: &[X509Certificate<'_>]) -> Result<usize, PathError> {
-        for pair in certs.windows(2) {
-            let [child, parent] = pair else {
-                continue;
-            };
-            if child.issuer().as_raw() != parent.subject().as_raw() {
-                return Err(PathError::Broken(format!(
-                    "{} is not issued by {}",
-                    child.subject(),
-                    parent.subject()
-                )));
-            }
-            if !pki::is_ca(parent) {
-                return Err(PathError::Broken(format!(
-                    "{} is not a CA",
-                    parent.subject()
-                )));
-            }
-            pki::verify_cert_signature(child, parent.public_key()).map_err(|e| {
-                PathError::Broken(format!(
-                    "{} signed by {}: {e}",
-                    child.subject(),
-                    parent.subject()
-                ))
-            })?;
-        }
-        let last = certs
-            .last()
-            .ok_or_else(|| PathError::Broken("empty chain".into()))?;
-        let last_der = last.as_raw();
-        if let Some(i) = self.roots.iter().position(|r| r.info.der == last_der) {
-            return Ok(i);
-        }
-        let mut bad_signature = None;
-        for (i, root) in self.roots.iter().enumerate() {
-            if root.info.subject != last.issuer().as_raw() {
-                continue;
-            }
-            let Ok(root_cert) = pki::parse_cert(&root.info.der) else {
-                continue;
-            };
-            match pki::verify_cert_signature(last, root_cert.public_key()) {
-                Ok(()) => return Ok(i),
-                Err(e) => bad_signature = Some(e),
-            }
-        }
-        // A certificate that names a trusted root as its issuer but does not verify under its key is a
-        // broken chain; a self-issued top that is not itself trusted is a root we do not trust.
-        match bad_signature {
-            Some(e) if last.subject().as_raw() != last.issuer().as_raw() => {
-                Err(PathError::Broken(format!(
-                    "{} names the trusted root {} as its issuer: {e}",
-                    last.subject(),
-                    last.issuer()
-                )))
-            }
-            _ => Err(PathError::Untrusted(format!(
-                "the chain ends at {}, which is not a trusted root",
-                last.subject()
-            ))),
-        }
-    }
-
-    fn root(&self, index: usize) -> Result<&TrustRoot, Rejection> {
-        self.roots
-            .get(index)
-            .ok_or_else(|| reject(Reason::UntrustedRoot, "trust root index out of range"))
     }
 
     fn step4_pck_chain(
@@ -627,7 +296,7 @@ impl TdxVerifier {
                 return Err(reject(Reason::UntrustedRoot, format!("PCK chain: {m}")));
             }
         };
-        let trusted = self.root(root)?;
+        let trusted = self.chains.root(root)?;
         claims.simulated = trusted.simulated;
         if trusted.simulated && !self.allow_simulated {
             return Err(reject(
@@ -647,122 +316,6 @@ impl TdxVerifier {
         Ok(PckChainValid { root })
     }
 
-    /// The cached (or freshly verified) collateral.
-    fn collateral_entry(&self, collateral: &Collateral) -> Arc<CollateralEntry> {
-        let key = *collateral.id();
-        if let Some(hit) = self
-            .collateral_cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-        {
-            return hit;
-        }
-        let entry = Arc::new(CollateralEntry {
-            crls: collateral
-                .crls()
-                .iter()
-                .filter_map(|der| crl_entry(der))
-                .collect(),
-            tcb: self.verify_tcb_collateral(collateral),
-        });
-        if let Ok(mut cache) = self.collateral_cache.write() {
-            if cache.len() >= MAX_CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(key, Arc::clone(&entry));
-        }
-        entry
-    }
-
-    /// Presence, signing chain and signatures of the TCB info and QE identity (independent of time).
-    fn verify_tcb_collateral(&self, c: &Collateral) -> Result<VerifiedTcb, Rejection> {
-        let missing = |what: &str| {
-            reject(
-                Reason::CollateralMissing,
-                format!("no {what} in the collateral"),
-            )
-        };
-        let tcb_info = c
-            .tcb_info()
-            .ok_or_else(|| missing("TCB info for this FMSPC"))?;
-        let qe_identity = c.qe_identity().ok_or_else(|| missing("QE identity"))?;
-        if c.tcb_info_chain().is_empty() || c.qe_identity_chain().is_empty() {
-            return Err(missing("TCB signing chain"));
-        }
-        let mut signing_certs = Vec::new();
-        let mut root_index = None;
-        let mut keys = Vec::new();
-        for (what, chain) in [
-            ("TCB info", c.tcb_info_chain()),
-            ("QE identity", c.qe_identity_chain()),
-        ] {
-            if chain.len() > MAX_CHAIN_CERTS {
-                return Err(reject(
-                    Reason::CollateralChainInvalid,
-                    format!("{what} signing chain is too long"),
-                ));
-            }
-            let certs = chain
-                .iter()
-                .map(|der| pki::parse_cert(der))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| {
-                    reject(
-                        Reason::CollateralChainInvalid,
-                        format!("{what} signing chain: {e}"),
-                    )
-                })?;
-            let root = self.verify_path(&certs).map_err(|e| {
-                let (PathError::Broken(m) | PathError::Untrusted(m)) = e;
-                reject(
-                    Reason::CollateralChainInvalid,
-                    format!("{what} signing chain: {m}"),
-                )
-            })?;
-            if root_index.is_some_and(|r| r != root) {
-                return Err(reject(
-                    Reason::CollateralChainInvalid,
-                    "TCB info and QE identity are signed under different roots",
-                ));
-            }
-            root_index = Some(root);
-            let leaf = certs
-                .first()
-                .ok_or_else(|| missing("TCB signing certificate"))?;
-            keys.push(leaf.public_key().subject_public_key.data.to_vec());
-            signing_certs.extend(
-                chain
-                    .iter()
-                    .zip(&certs)
-                    .map(|(d, cert)| CertInfo::new(d, cert)),
-            );
-        }
-        let root = root_index.ok_or_else(|| missing("TCB signing chain"))?;
-        for ((what, body), key) in [("TCB info", tcb_info), ("QE identity", qe_identity)]
-            .into_iter()
-            .zip(&keys)
-        {
-            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key)
-                .verify(&body.body, &body.signature)
-                .map_err(|_| {
-                    reject(
-                        Reason::CollateralSigInvalid,
-                        format!("the {what} signature does not verify under the TCB signing key"),
-                    )
-                })?;
-        }
-        let tcb_info = TcbInfo::parse(&tcb_info.body).map_err(|e| reject(Reason::Malformed, e))?;
-        let qe_identity =
-            QeIdentity::parse(&qe_identity.body).map_err(|e| reject(Reason::Malformed, e))?;
-        Ok(VerifiedTcb {
-            tcb_info,
-            qe_identity,
-            signing_certs,
-            root,
-        })
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn step6_revocation(
         &self,
@@ -774,7 +327,7 @@ impl TdxVerifier {
         at: i64,
         claims: &mut Claims,
     ) -> Result<RevocationChecked, Rejection> {
-        let trusted = self.root(chain.root)?;
+        let trusted = self.chains.root(chain.root)?;
         // The path leaf → … → trusted root, without a repeated root.
         let mut path: Vec<&CertInfo> = parsed.pck.certs.iter().collect();
         if path
@@ -873,7 +426,11 @@ impl TdxVerifier {
             ));
         }
         let expired = |m: String| reject(Reason::CollateralExpired, m);
-        for cert in tcb.signing_certs.iter().chain([&self.root(tcb.root)?.info]) {
+        for cert in tcb
+            .signing_certs
+            .iter()
+            .chain([&self.chains.root(tcb.root)?.info])
+        {
             cert.check_validity(at).map_err(|e| {
                 expired(format!("collateral signing certificate {}: {e}", cert.name))
             })?;
@@ -905,78 +462,6 @@ impl TdxVerifier {
         }
         Ok(CollateralValid { tcb })
     }
-}
-
-/// The certification data must be PEM `CERTIFICATE` blocks and whitespace, nothing else (the PEM reader
-/// would skip other text, which would leave bytes of the quote that no check covers).
-fn check_pem_layout(pem: &[u8]) -> Result<(), Rejection> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let bad = |m: &str| reject(Reason::Malformed, format!("PCK certificate chain: {m}"));
-    let mut text = std::str::from_utf8(pem).map_err(|_| bad("not text"))?;
-    loop {
-        text = text.trim_start_matches([' ', '\t', '\r', '\n']);
-        if text.is_empty() {
-            return Ok(());
-        }
-        let rest = text
-            .strip_prefix(BEGIN)
-            .ok_or_else(|| bad("text outside PEM CERTIFICATE blocks"))?;
-        let end = rest
-            .find(END)
-            .ok_or_else(|| bad("unterminated PEM block"))?;
-        let body = rest.get(..end).unwrap_or_default();
-        if !body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'\r' | b'\n'))
-        {
-            return Err(bad("PEM block holds other than base64"));
-        }
-        text = rest.get(end + END.len()..).unwrap_or_default();
-    }
-}
-
-fn crl_entry(der: &[u8]) -> Option<CrlEntry> {
-    let crl = pki::parse_crl(der).ok()?;
-    Some(CrlEntry {
-        der: der.to_vec(),
-        issuer: crl.issuer().as_raw().to_vec(),
-        this_update: crl.last_update().timestamp(),
-        next_update: crl.next_update().map(|t| t.timestamp()),
-        revoked: crl
-            .iter_revoked_certificates()
-            .map(|r| {
-                let s = r.raw_serial();
-                let first = s.iter().position(|&b| b != 0).unwrap_or(s.len());
-                s.get(first..).unwrap_or_default().to_vec()
-            })
-            .collect(),
-        verified_by: RwLock::new(HashSet::new()),
-    })
-}
-
-fn verify_crl(crl: &CrlEntry, issuer: &CertInfo) -> Result<(), Rejection> {
-    if crl
-        .verified_by
-        .read()
-        .map(|s| s.contains(&issuer.key_id))
-        .unwrap_or(false)
-    {
-        return Ok(());
-    }
-    let bad = || {
-        reject(
-            Reason::CollateralSigInvalid,
-            format!("the CRL of {} does not verify under its key", issuer.name),
-        )
-    };
-    let parsed = pki::parse_crl(&crl.der).map_err(|_| bad())?;
-    let cert = pki::parse_cert(&issuer.der).map_err(|_| bad())?;
-    pki::verify_crl_signature(&parsed, cert.public_key()).map_err(|_| bad())?;
-    if let Ok(mut set) = crl.verified_by.write() {
-        set.insert(issuer.key_id);
-    }
-    Ok(())
 }
 
 fn p256_key(xy: &[u8; 64]) -> [u8; 65] {
